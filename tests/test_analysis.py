@@ -1,0 +1,46 @@
+import pytest
+
+from workbench.analysis import column_steps, exposure_profile
+from workbench.tasks import get_task
+
+
+def test_reference_columns_all_correct():
+    t = get_task("addition")
+    for p in t.problems(50, seed=3):
+        steps = column_steps(t, p, p.solution)
+        assert len(steps) == 5 and all(s["ok_local"] and s["ok_reference"] for s in steps)
+
+
+def test_wrong_carry_then_locally_consistent_continuation():
+    t = get_task("addition")
+    p = t.solve(58, 67, 5)        # 8+7=15 carry 1; 5+6+1=12 carry 1; 0+0+1=01
+    assert p.solution.startswith("8+7+0=15,5+6+1=12,0+0+1=01,")
+    # first column wrong (14 instead of 15) but carry-out still 1 -> later columns locally right
+    bad = p.solution.replace("8+7+0=15", "8+7+0=14", 1)
+    s = column_steps(t, p, bad)
+    assert [x["ok_local"] for x in s] == [False, True, True, True, True]
+    # a wrong carry-in relative to its own previous column is a local error
+    bad2 = p.solution.replace("5+6+1=12", "5+6+0=11", 1)
+    s2 = column_steps(t, p, bad2)
+    # column 1 wrote carry-in 0 (its own previous carry-out was 1): a local error; its total 11 carries 1,
+    # so column 2's carry-in of 1 is right *given its own prefix*
+    assert [x["ok_local"] for x in s2][:3] == [True, False, True]
+    prof = exposure_profile(t, [p, p, p], [p.solution, bad, bad2])
+    assert prof["n_with_error"] == 2 and prof["first_error_hist"] == {0: 1, 1: 1}
+
+
+def test_wrong_operand_digit_is_local_error_and_malformed_columns():
+    t = get_task("addition")
+    p = t.solve(123, 456, 5)
+    bad = p.solution.replace("3+6+0=09", "3+5+0=08", 1)
+    assert column_steps(t, p, bad)[0]["ok_local"] is False
+    s = column_steps(t, p, "3+6+0=09,garbage,|000579")
+    assert s[0]["ok_local"] and not s[1]["parsed"] and not s[1]["ok_local"]
+
+
+def test_multiply_columns():
+    t = get_task("multiply")
+    p = t.solve(4567, 8, 5)
+    assert all(s["ok_local"] for s in column_steps(t, p, p.solution))
+    with pytest.raises(ValueError, match="addition and multiply"):
+        column_steps(type("T", (), {"name": "reverse"})(), p, p.solution)

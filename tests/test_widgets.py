@@ -1,0 +1,337 @@
+"""Dashboard tests: pure figure layer, bounded memory, Stop, EMA, and a papermill run (static mode)."""
+
+from __future__ import annotations
+
+import json
+import re
+import random
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "notebooks_fixtures"
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(FIXTURES))
+
+from synthetic_records import SyntheticTrainer, make_record  # noqa: E402
+
+from widgets import RecordStore, Series, TrainingDashboard  # noqa: E402
+from widgets import figures as F  # noqa: E402
+from widgets.dashboard import PLOTLY_MIME  # noqa: E402
+
+
+def feed(store, records):
+    for r in records:
+        store.add(r)
+    return records
+
+
+def traces(fig, panel=None, key=None, run="any", shadow=False):
+    out = []
+    for t in fig.data:
+        m = t.meta or {}
+        if panel is not None and m.get("panel") != panel:
+            continue
+        if key is not None and m.get("key") != key:
+            continue
+        if run != "any" and m.get("run") != run:
+            continue
+        if bool(m.get("shadow")) != shadow:
+            continue
+        out.append(t)
+    return out
+
+
+# --- panels --------------------------------------------------------------------------
+def test_each_panel_holds_the_recorded_series():
+    store = RecordStore()
+    recs = feed(store, [make_record(s, run="opd", eval_every=10) for s in range(1, 26)])
+    fig = F.curves_figure(store)
+    for panel, keys in F.PANEL_KEYS.items():
+        for key in keys:
+            (t,) = traces(fig, panel, key, "opd")
+            want = [(r["step"], r[key]) for r in recs if key in r]
+            assert list(t.x) == [s for s, _ in want]
+            assert list(t.y) == pytest.approx([v for _, v in want])
+            assert t.legendgroup == "opd" and t.name.startswith("opd · ")
+    (ev,) = traces(fig, "accuracy", "eval/accuracy", "opd")
+    assert list(ev.x) == [10, 20] and "markers" in ev.mode
+    (cap,) = traces(fig, "length", "max_new_tokens")
+    assert list(cap.y) == [64, 64] and list(cap.x) == [1, 25]
+    # panels sit on their own axes
+    assert traces(fig, "length")[0].xaxis == "x" and traces(fig, "accuracy")[0].xaxis == "x4"
+
+
+def test_overlaid_runs_get_labelled_traces_and_one_colour_each():
+    store = RecordStore()
+    for run, teacher in (("sft", False), ("grpo", False), ("opd", True)):
+        feed(store, [make_record(s, run=run, method=run, teacher=teacher) for s in range(1, 11)])
+    fig = F.curves_figure(store)
+    colours = {}
+    for run in ("sft", "grpo", "opd"):
+        ts = traces(fig, run=run)
+        assert ts and all(t.legendgroup == run and t.name.startswith(f"{run} · ") for t in ts)
+        cols = {t.line.color for t in ts}
+        assert len(cols) == 1
+        colours[run] = cols.pop()
+        assert len(traces(fig, "length", "rollout/mean_length", run)) == 1
+    assert len(set(colours.values())) == 3
+    # no teacher, no teacher curve
+    assert traces(fig, "signal", "teacher/reverse_kl", "sft") == []
+    assert len(traces(fig, "signal", "teacher/reverse_kl", "opd")) == 1
+
+
+# --- heatmap --------------------------------------------------------------------------
+def _sample(n, correct=True, teacher=True, seed=0):
+    rng = random.Random(seed)
+    toks = [rng.choice(["1", "2", " ", "\n", "+", "ab c"]) for _ in range(n - 1)] + ["<eos>"]
+    toks[:2] = [" ", "\n"]
+    if n > 41:
+        toks[40] = "ab c"
+    return {"prompt": "12+34=", "tokens": toks,
+            "token_reward": [rng.uniform(-2, 1) for _ in toks] if teacher else None,
+            "student_logprob": [-rng.random() for _ in toks],
+            "correct": correct, "reward": float(correct), "truncated": False}
+
+
+def test_heatmap_cells_line_up_with_tokens_wrapping_and_whitespace():
+    samples = [_sample(70, correct=True), _sample(5, correct=False, seed=1)]
+    fig = F.token_heatmap(samples, step=7, run="opd", wrap=32)
+    (h,) = fig.data
+    assert h.type == "heatmap" and h.zmid == 0 and h.texttemplate == "%{text}"
+    assert h.colorscale[0][1] == "#b2182b" and h.colorscale[-1][1] == "#2166ac"   # red < 0 < blue
+    assert list(h.y) == ["✓ s0 @0", "✓ s0 @32", "✓ s0 @64", "✗ s1 @0"]
+    cells = []  # (row, col) of every token, in order
+    for i, s in enumerate(samples):
+        for j in range(len(s["tokens"])):
+            row = (0, 1, 2)[j // 32] if i == 0 else 3
+            cells.append((i, j, row, j % 32))
+    for i, j, r, c in cells:
+        tok = samples[i]["tokens"][j]
+        want = tok.replace(" ", "␣").replace("\n", "↵")
+        assert h.text[r][c] == want
+        assert h.z[r][c] == pytest.approx(samples[i]["token_reward"][j])
+        assert h.customdata[r][c][0] == want
+        assert h.customdata[r][c][1] == pytest.approx(samples[i]["token_reward"][j])
+        assert h.customdata[r][c][2] == pytest.approx(samples[i]["student_logprob"][j])
+    assert list(h.text[2][70 - 64:]) == [""] * (32 - 6) and h.z[2][6] is None     # padding
+    assert list(h.text[3][5:]) == [""] * 27
+    assert (h.text[0][0], h.text[0][1], h.text[1][8]) == ("␣", "↵", "ab␣c")
+    assert not any(ch in "".join(x for row in h.text for x in row) for ch in " \n")
+    assert "token reward" in fig.layout.title.text and h.meta["colour_by"] == "token_reward"
+
+
+def test_heatmap_without_teacher_colours_by_student_logprob():
+    samples = [_sample(10, teacher=False)]
+    fig = F.token_heatmap(samples, wrap=8)
+    (h,) = fig.data
+    assert h.meta["colour_by"] == "student_logprob"
+    assert "student log-prob" in fig.layout.title.text
+    assert h.z[0][:8] == pytest.approx(samples[0]["student_logprob"][:8])
+    assert h.z[1][:2] == pytest.approx(samples[0]["student_logprob"][8:])
+
+
+def test_visible_token():
+    assert F.visible_token(" a\nb\t") == "␣a↵b⇥"
+    assert F.visible_token("") == "∅"
+
+
+# --- bounded memory ----------------------------------------------------------------------
+def test_memory_stays_bounded_over_10000_steps():
+    samples = [_sample(40, seed=i) for i in range(4)]
+    dash = TrainingDashboard(mode="static", max_points=2000, max_sample_batches=50)
+    dash.on_start({"run": "opd", "method": "opd", "total_steps": 10_000, "max_new_tokens": 64,
+                   "start_step": 0, "config": {}})
+    t0 = time.perf_counter()
+    for s in range(1, 10_001):
+        rec = {"step": s, "run": "opd", "rollout/mean_length": float(s), "rollout/max_length": 64.0,
+               "train/accuracy": 0.5, "teacher/reverse_kl": 1.0 / s, "samples": samples}
+        if s % 100 == 0:
+            rec["eval/accuracy"] = 0.5
+        assert dash.on_step(rec) is False
+    per_step_us = (time.perf_counter() - t0) / 10_000 * 1e6
+    dash.on_end({"run": "opd", "reason": "completed", "step": 10_000})
+    rs = dash.store.runs["opd"]
+    for key, series in rs.series.items():
+        assert len(series.xs) <= 2000, key
+        xs, ys = series.points()
+        assert len(xs) <= 2001 and xs[0] in (1, 100) and xs[-1] == 10_000
+        assert xs == sorted(xs)
+    xs, ys = rs.xy("rollout/mean_length")
+    assert 1000 <= len(xs) <= 2001 and ys == [float(x) for x in xs]   # decimation keeps true steps
+    assert len(rs.samples) == 50 and rs.samples[0][0] == 9951 and rs.samples[-1][0] == 10_000
+    assert dash.store.total_points() <= 5 * 2001
+    fig = dash.figures()["curves"]
+    assert all(len(t.x) <= 2001 for t in fig.data)
+    assert per_step_us < 2000   # generous; typical ~20 us on this machine
+
+
+def test_series_decimation_keeps_even_stride_and_latest():
+    s = Series(max_points=10)
+    for i in range(1, 101):
+        s.append(i, i * 2.0)
+    xs, ys = s.points()
+    assert len(s.xs) <= 10 and xs[-1] == 100 and ys[-1] == 200.0
+    gaps = {b - a for a, b in zip(s.xs, s.xs[1:])}
+    assert len(gaps) == 1          # evenly decimated
+
+
+# --- stop, smoothing, header, throttle --------------------------------------------------------
+def test_stop_makes_on_step_return_true():
+    dash = TrainingDashboard(mode="static")
+    dash.on_start({"run": "r", "total_steps": 10})
+    assert dash.on_step(make_record(1, run="r")) is False
+    dash.request_stop()
+    assert dash.stop_requested and dash.on_step(make_record(2, run="r")) is True
+    dash.on_start({"run": "r2", "total_steps": 10})        # a new run starts un-stopped
+    assert dash.on_step(make_record(1, run="r2")) is False
+
+
+def test_stop_button_click_stops_the_trainer():
+    dash = TrainingDashboard(mode="static")
+    btn = dash.controls.children[0].children[0]
+    assert btn.description == "Stop"
+
+    class ClickAt:
+        def on_step(self, rec):
+            if rec["step"] == 5:
+                btn.click()
+
+    summary = SyntheticTrainer(run="x", total_steps=100).run(100, callbacks=[ClickAt(), dash])
+    assert summary["reason"] == "stopped" and summary["step"] == 5
+    assert dash.store.runs["x"].end["reason"] == "stopped"
+    assert btn.description == "Stop" and not btn.disabled     # re-armed after on_end
+
+
+def test_ema_matches_hand_computation():
+    assert F.ema([1.0, 2.0, 4.0], 0.5) == pytest.approx([1.0, 1.5, 2.75])
+    assert F.ema([3.0, 3.0], 0.0) == [3.0, 3.0]
+    store = RecordStore()
+    feed(store, [{"step": s, "run": "a", "train/accuracy": v} for s, v in enumerate([0.0, 1.0, 1.0, 0.0], 1)])
+    fig = F.curves_figure(store, smoothing=0.9)
+    (sm,) = traces(fig, "accuracy", "train/accuracy", "a")
+    (raw,) = traces(fig, "accuracy", "train/accuracy", "a", shadow=True)
+    hand = [0.0, 0.9 * 0.0 + 0.1 * 1.0]
+    hand.append(0.9 * hand[-1] + 0.1 * 1.0)
+    hand.append(0.9 * hand[-1] + 0.1 * 0.0)
+    assert list(sm.y) == pytest.approx(hand) and list(raw.y) == [0.0, 1.0, 1.0, 0.0]
+    assert raw.showlegend is False
+
+
+def test_header_shows_method_progress_rate_eta():
+    store = RecordStore()
+    store.start({"run": "opd", "method": "opd", "total_steps": 100, "start_step": 0})
+    store.add({"step": 20, "run": "opd", "time/elapsed_s": 10.0})
+    p = F.run_progress(store, "opd")
+    assert p["steps_per_s"] == pytest.approx(2.0) and p["eta_s"] == pytest.approx(40.0)
+    line = F.header_lines(store)[0]
+    assert "opd [opd] step 20/100" in line and "2.00 steps/s" in line and "ETA 0:40" in line
+    store.finish({"run": "opd", "reason": "stopped", "step": 20})
+    assert F.header_lines(store)[0].endswith("stopped")
+    assert "opd-dashboard-header" in F.header_html(store)
+
+
+def test_live_mode_redraws_are_throttled(monkeypatch):
+    dash = TrainingDashboard(mode="live", min_redraw_s=3600, pump_kernel=False)
+    monkeypatch.setattr(dash, "show", lambda: None)
+    monkeypatch.setattr("IPython.display.clear_output", lambda wait=False: None)
+    SyntheticTrainer(run="t", total_steps=50).run(50, callbacks=[dash])
+    assert dash.redraws == 2            # on_start + the final redraw at on_end
+    dash2 = TrainingDashboard(mode="live", min_redraw_s=0, pump_kernel=False)
+    monkeypatch.setattr(dash2, "show", lambda: None)
+    SyntheticTrainer(run="t", total_steps=10).run(10, callbacks=[dash2])
+    assert dash2.redraws == 12 and dash2.last_error is None
+
+
+def test_static_mode_is_quiet_outside_ipython(capsys):
+    dash = TrainingDashboard(mode="static")
+    SyntheticTrainer(run="q", total_steps=5).run(5, callbacks=[dash])
+    assert capsys.readouterr().out == "" and dash.last_error is None
+    assert TrainingDashboard().mode == "static"       # "auto" outside a kernel
+    with pytest.raises(ValueError):
+        TrainingDashboard(mode="fancy")
+
+
+def test_sample_selector_browses_earlier_batches():
+    dash = TrainingDashboard(mode="static", max_sample_batches=5)
+    SyntheticTrainer(run="a", total_steps=8).run(8, callbacks=[dash])
+    ctl = dash.controls
+    slider = ctl.children[0].children[2]
+    assert (slider.min, slider.max, slider.value) == (0, 4, 4)        # steps 4..8, latest
+    slider.value = 1
+    assert dash.specs()["tokens"]["data"][0]["meta"]["step"] == 5
+    smooth = ctl.children[0].children[4]
+    smooth.value = 0.5
+    assert dash.smoothing == 0.5
+
+
+def test_save_writes_one_standalone_html(tmp_path):
+    dash = TrainingDashboard(mode="static")
+    SyntheticTrainer(run="s", total_steps=5).run(5, callbacks=[dash])
+    info = dash.save(tmp_path / "d.html")
+    text = Path(info["html"]).read_text()
+    assert text.count("<script type=\"text/javascript\">/**\n* plotly.js") <= 1
+    assert not re.search(r"<script[^>]+src=\"https?://", text) and text.count("Plotly.newPlot(") == 2
+    assert "png_skipped" in info and (info["png"] or info["png_skipped"])
+    info2 = dash.save(tmp_path / "dir" / "d.html", plotlyjs="directory", png=False)
+    assert (tmp_path / "dir" / "plotly.min.js").exists() and info2["png_skipped"] == "png=False"
+    assert Path(info2["html"]).stat().st_size < 200_000
+
+
+# --- papermill: static mode in a real kernel ----------------------------------------------------
+def test_papermill_static_notebook(tmp_path):
+    pm = pytest.importorskip("papermill")
+    import nbformat
+
+    out = tmp_path / "out.ipynb"
+    steps = 30
+    pm.execute_notebook(
+        str(FIXTURES / "dashboard_static.ipynb"), str(out),
+        parameters={"steps": steps, "runs": "sft,opd", "mode": "static", "out_dir": str(tmp_path),
+                    "repo_root": str(REPO), "fixtures_dir": str(FIXTURES)},
+        kernel_name="python3", execution_timeout=120, progress_bar=False, cwd=str(tmp_path))
+    nb = nbformat.read(out, as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert f"KERNEL_PREFIX {sys.prefix}" in text, "the notebook ran in another Python than this venv"
+    figs = [o.data[PLOTLY_MIME] for o in outputs if o.output_type == "display_data" and PLOTLY_MIME in o.data]
+    assert len(figs) == 4          # curves + tokens at the end of each of the two runs
+    final_curves = [f for f in figs if any((t.get("meta") or {}).get("panel") == "length" for t in f["data"])][-1]
+    by = {(t["meta"]["run"], t["meta"]["key"]): t for t in final_curves["data"]}
+    for run in ("sft", "opd"):
+        t = by[(run, "rollout/mean_length")]
+        assert t["x"] == list(range(1, steps + 1)) and len(t["y"]) == steps
+    assert ("opd", "teacher/reverse_kl") in by and ("sft", "teacher/reverse_kl") not in by
+    tokens = figs[-1]["data"][0]
+    assert tokens["type"] == "heatmap" and tokens["meta"]["step"] == steps
+    assert any(x for row in tokens["text"] for x in row)
+    assert not any("vnd.jupyter.widget" in k for o in outputs for k in o.get("data", {}))
+    assert out.stat().st_size < 1.5e6
+    assert (tmp_path / "dashboard.html").exists()
+    json.dumps(final_curves)   # plain JSON, no typed arrays
+
+
+def test_papermill_live_mode_leaves_one_final_redraw(tmp_path):
+    """Live mode headless: every redraw replaces the cell's output, so one final set remains."""
+    pm = pytest.importorskip("papermill")
+    import nbformat
+
+    out = tmp_path / "live.ipynb"
+    pm.execute_notebook(
+        str(FIXTURES / "dashboard_static.ipynb"), str(out),
+        parameters={"steps": 12, "runs": "sft,opd", "mode": "live", "out_dir": str(tmp_path),
+                    "repo_root": str(REPO), "fixtures_dir": str(FIXTURES)},
+        kernel_name="python3", execution_timeout=120, progress_bar=False, cwd=str(tmp_path))
+    nb = nbformat.read(out, as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+    run_cell = next(c for c in nb.cells if "trainer.run(" in c.source)
+    figs = [o.data[PLOTLY_MIME] for o in run_cell.outputs if PLOTLY_MIME in o.get("data", {})]
+    assert len(figs) == 2     # curves + tokens of the final redraw only
+    by = {(t["meta"]["run"], t["meta"]["key"]): t for t in figs[0]["data"]}
+    assert by[("opd", "rollout/mean_length")]["x"][-1] == 12 and by[("sft", "rollout/mean_length")]["x"][-1] == 12
+    assert any("vnd.jupyter.widget-view" in k for o in run_cell.outputs for k in o.get("data", {}))
+    assert out.stat().st_size < 1.5e6

@@ -1,0 +1,193 @@
+"""The live dashboard in a real JupyterLab, driven by Playwright + Debian's chromium.
+
+Needs: apt package `chromium` (/usr/bin/chromium), python packages jupyterlab,
+ipywidgets, plotly, playwright. Never runs `playwright install` (no downloads here).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+FIXTURES = Path(__file__).parent / "notebooks_fixtures"
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "test-artifacts"
+TOTAL_STEPS = 2000
+SLEEP_S = 0.02
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, timeout: float, proc: subprocess.Popen) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"jupyter lab exited early with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"{url} did not answer in {timeout}s")
+
+
+@pytest.fixture
+def lab(tmp_path):
+    """JupyterLab on 127.0.0.1:<free port>, empty token, root_dir = tmp_path; killed by PID."""
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium")
+    pytest.importorskip("playwright.sync_api")
+    pytest.importorskip("jupyterlab")
+    root = tmp_path / "nb"
+    root.mkdir()
+    shutil.copy(FIXTURES / "synthetic_records.py", root)
+    nb = json.loads((FIXTURES / "dashboard_live.ipynb").read_text())
+    for cell in nb["cells"]:
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            cell["source"] = (f"total_steps = {TOTAL_STEPS}\nsleep_s = {SLEEP_S}\n"
+                              f"repo_root = {str(REPO)!r}\nfixtures_dir = '.'")
+    (root / "dashboard_live.ipynb").write_text(json.dumps(nb))
+    port = _free_port()
+    env = dict(os.environ)
+    for var, sub in (("JUPYTER_RUNTIME_DIR", "runtime"), ("JUPYTERLAB_SETTINGS_DIR", "settings"),
+                     ("JUPYTERLAB_WORKSPACES_DIR", "workspaces"), ("JUPYTER_CONFIG_DIR", "config")):
+        env[var] = str(tmp_path / sub)
+    log = open(tmp_path / "lab.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+         "--ServerApp.token=", "--ServerApp.password=", f"--ServerApp.root_dir={root}",
+         "--ServerApp.open_browser=False", "--LabApp.news_url=", "--allow-root"],
+        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/api/status", 90, proc)
+        yield {"url": f"http://127.0.0.1:{port}", "root": root, "log": tmp_path / "lab.log"}
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)   # the server and the kernels it started
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        log.close()
+
+
+PLOTS_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(el => ({
+    traces: (el.data || []).map(t => ({type: t.type, meta: t.meta || null,
+                                       n: (t.x || []).length, text: t.type === 'heatmap' ? t.text : null})),
+    svgText: (el.querySelector('.heatmaplayer') || {textContent: ''}).textContent
+}))"""
+
+
+def _plots(page):
+    return page.evaluate(PLOTS_JS)
+
+
+def _length_points(plots) -> int:
+    return max([t["n"] for p in plots for t in p["traces"]
+                if (t["meta"] or {}).get("key") == "rollout/mean_length"] or [0])
+
+
+def _wait_kernel_idle(page, timeout: float = 90) -> None:
+    """Wait until the notebook's kernel is idle, accepting a "Select Kernel" dialog if one shows."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        accept = page.locator(".jp-Dialog .jp-Dialog-button.jp-mod-accept")
+        if accept.count():
+            accept.first.click()
+        elif page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").count():
+            page.wait_for_timeout(500)
+            if not page.locator(".jp-Dialog").count():
+                return
+        page.wait_for_timeout(300)
+    raise TimeoutError("the kernel did not become idle")
+
+
+def test_live_dashboard_in_jupyterlab(lab):
+    from playwright.sync_api import sync_playwright
+
+    result_file = lab["root"] / "browser_result.json"
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1600})
+            page.goto(f"{lab['url']}/lab/tree/dashboard_live.ipynb", wait_until="domcontentloaded")
+            _wait_kernel_idle(page)
+            page.click(".lm-MenuBar-itemLabel:text-is('Run')")
+            page.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
+
+            # plots appear and the rollout-length series grows while training runs
+            page.wait_for_function(
+                "() => Array.from(document.querySelectorAll('.js-plotly-plot'))"
+                ".some(el => (el.data || []).some(t => t.meta && t.meta.key === 'rollout/mean_length'))",
+                timeout=90_000)
+            seen = [_length_points(_plots(page))]
+            for _ in range(2):
+                time.sleep(2.5)
+                seen.append(_length_points(_plots(page)))
+            assert not result_file.exists(), "training ended before it could be watched"
+            assert seen[0] > 0 and seen[1] > seen[0] and seen[2] > seen[1], seen
+
+            # the heatmap shows token text
+            plots = _plots(page)
+            heat = [p_ for p_ in plots if any(t["type"] == "heatmap" for t in p_["traces"])]
+            assert heat, "no heatmap rendered"
+            cells = [x for t in heat[-1]["traces"] if t["type"] == "heatmap" for row in t["text"] for x in row if x]
+            assert "<eos>" in cells and len(cells) > 20
+            assert any(tok in heat[-1]["svgText"] for tok in ("␣", "↵", "<eos>", "+", "=")), heat[-1]["svgText"][:200]
+
+            # Stop, clicked while the training cell runs, ends training after the current step
+            page.click(".jupyter-widgets button:has-text('Stop')")
+            deadline = time.monotonic() + 60
+            while not result_file.exists() and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert result_file.exists(), "the notebook did not finish after Stop (see lab.log)"
+            res = json.loads(result_file.read_text())
+            assert res["summary"]["reason"] == "stopped", res
+            assert res["summary"]["step"] < TOTAL_STEPS // 2, res
+            assert res["pump"] == "ok" and res["error"] is None, res
+            print("dashboard overhead in the browser run:", res["overhead"])
+
+            # the final redraw has the last step; then a screenshot for people to look at
+            page.wait_for_function(
+                "n => Array.from(document.querySelectorAll('.js-plotly-plot')).some(el => (el.data || [])"
+                ".some(t => t.meta && t.meta.key === 'rollout/mean_length' && t.x[t.x.length - 1] === n))",
+                arg=res["summary"]["step"], timeout=30_000)
+            no_news = page.locator(".jp-Notification-Toast button:has-text('No')")
+            if no_news.count():       # JupyterLab's "news?" toast would cover the output
+                no_news.first.click()
+            page.wait_for_timeout(1000)
+            page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=False)
+            assert not page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").count()
+        except BaseException:
+            try:
+                page.screenshot(path=str(ARTIFACTS / "dashboard_failure.png"), full_page=True)
+                print("lab.log tail:\n", lab["log"].read_text()[-3000:])
+            except Exception:
+                pass
+            raise
+        finally:
+            browser.close()

@@ -1,0 +1,138 @@
+"""Let widget clicks reach the kernel while a cell is still running.
+
+Why this exists: while a cell runs `trainer.run(...)`, the kernel's main thread is
+busy inside that cell, so the messages a browser sends when you click a widget
+(`comm_msg`) wait in a queue until the cell ends — a Stop button would never be
+heard. `jupyter-ui-poll` solves this for ipykernel 6 by pumping the kernel's
+shell stream from inside the cell; its trick does not apply to ipykernel 7, whose
+shell messages come from a "shell channel" thread over an in-process ZMQ socket
+pair to the main thread.
+
+What `KernelPump.pump()` does (ipykernel 7, main shell only), called from
+`on_step`:
+  1. read every message already waiting on that in-process socket (non-blocking);
+  2. widget messages (`comm_open` / `comm_msg` / `comm_close`) are handled right
+     now, synchronously, with the kernel's own comm handlers and the message as
+     parent; the running cell's parent is restored afterwards, so the next
+     `display` still lands in the cell's output;
+  3. anything else (e.g. the `execute_request` of the next cells after
+     "Run All") is handed, in arrival order, to the callback the kernel itself
+     registered for that socket. That creates the same asyncio task the kernel
+     would have created; it waits on the kernel's per-shell lock behind the
+     running cell and runs after it, in order. Nothing is dropped or reordered.
+
+It touches private ipykernel attributes (`shell_channel_thread.manager.
+_shell_channel_to_main`, the ZMQStream's `_recv_callback`), checked at
+construction: where they are missing (ipykernel 6, a plain Python process, a
+subshell, a non-main thread) the pump reports `available == False` with a
+reason and does nothing — `dashboard.request_stop()` and the kernel's
+interrupt (the trainer ends with reason "interrupted") still work.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+_COMM_TYPES = {"comm_open", "comm_msg", "comm_close"}
+
+
+class KernelPump:
+    """Handles pending widget messages from inside a running cell (see module doc)."""
+
+    def __init__(self) -> None:
+        self.available = False
+        self.reason = ""
+        self.handled = 0      # comm messages handled so far
+        self.deferred = 0     # other messages passed on to the kernel's queue
+        self._kernel: Any = None
+        self._socket: Any = None
+        self._stream: Any = None
+        try:
+            self._setup()
+        except Exception as e:  # never let the dashboard fail because of this
+            self.available, self.reason = False, f"kernel pump unavailable: {e!r}"
+
+    def _setup(self) -> None:
+        try:
+            from IPython import get_ipython
+        except ImportError:
+            self.reason = "IPython is not installed"
+            return
+        ip = get_ipython()
+        kernel = getattr(ip, "kernel", None)
+        if kernel is None:
+            self.reason = "not running inside a Jupyter kernel"
+            return
+        sct = getattr(kernel, "shell_channel_thread", None)
+        manager = getattr(sct, "manager", None)
+        pair = getattr(manager, "_shell_channel_to_main", None)
+        stream = getattr(pair, "to_stream", None)
+        if stream is None or not hasattr(stream, "_recv_callback"):
+            self.reason = ("this ipykernel has no shell-channel thread (ipykernel < 7?): "
+                           "widget clicks are handled only between cells")
+            return
+        self._kernel, self._socket, self._stream = kernel, pair.to_socket, stream
+        self._main_thread = getattr(manager, "_parent_thread", threading.main_thread())
+        self.available, self.reason = True, "ok"
+
+    def pump(self, limit: int = 100) -> int:
+        """Process up to `limit` waiting messages; return how many comm messages were handled."""
+        if not self.available or threading.current_thread() is not self._main_thread:
+            return 0
+        import zmq
+
+        handled = 0
+        for _ in range(limit):
+            try:
+                if not self._socket.poll(0, zmq.POLLIN):
+                    break
+                frames = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.ZMQError:
+                break
+            if self._msg_type(frames) in _COMM_TYPES:
+                self._handle_comm(frames)
+                handled += 1
+            else:
+                self._defer(frames)
+        self.handled += handled
+        return handled
+
+    # -- internals ------------------------------------------------------------
+    def _msg_type(self, frames) -> str | None:
+        if len(frames) == 1:   # ipykernel's internal "stop aborting" marker
+            return None
+        session = self._kernel.session
+        try:
+            _, msg = session.feed_identities(frames, copy=False)
+            return session.deserialize(msg, content=False, copy=False)["header"]["msg_type"]
+        except Exception:
+            return None
+
+    def _defer(self, frames) -> None:
+        """Give the message to the kernel exactly as its own ZMQStream would have."""
+        callback = self._stream._recv_callback
+        if callback is None:   # nobody listens: nothing else we can do
+            return
+        self._stream._run_callback(callback, frames)
+        self.deferred += 1
+
+    def _handle_comm(self, frames) -> None:
+        k = self._kernel
+        idents, msg = k.session.feed_identities(frames, copy=False)
+        msg = k.session.deserialize(msg, content=True, copy=False)
+        handler = k.shell_handlers.get(msg["header"]["msg_type"])
+        if handler is None:
+            return
+        saved_parent = k.get_parent("shell")
+        try:
+            saved_ident = k._get_shell_context_var(k._shell_parent_ident)
+        except Exception:
+            saved_ident = None
+        k.set_parent(idents, msg, channel="shell")
+        try:
+            handler(None, idents, msg)  # comm handlers ignore the stream argument
+        except Exception:
+            k.log.error("dashboard: error in a widget message handler", exc_info=True)
+        finally:
+            k.set_parent(saved_ident, saved_parent, channel="shell")

@@ -1,0 +1,161 @@
+"""Claims that a run checks, and the `results.json` a notebook leaves behind.
+
+A notebook's prose explains a mechanism; every sentence about what *this* run
+showed is printed from measured numbers instead:
+
+    claims = Claims(size)                     # size "smoke" -> nothing is evaluated
+    claims("OPD needs fewer student tokens than GRPO to reach 90% of the teacher",
+           holds=opd_tokens < grpo_tokens, evidence={"OPD": opd_tokens, "GRPO": grpo_tokens})
+
+prints one of
+
+    ✓ shown in this run: OPD needs fewer ... [OPD=1.2e+05, GRPO=never]
+    ✗ NOT shown in this run: OPD needs fewer ... [OPD=..., GRPO=...]
+    · not evaluated at size=smoke (too small to mean anything): OPD needs ... [measured: ...]
+
+and keeps it for `write_results`. A claim with `holds=None` is reported as
+"could not be measured" (e.g. a method never reached the target).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+
+EVALUATED_SIZES = ("full",)
+
+
+def _plain(v):
+    """JSON-safe copy: numpy/torch scalars -> Python, NaN/inf -> None, dataclasses -> dicts."""
+    if is_dataclass(v) and not isinstance(v, type):
+        return _plain(asdict(v))
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple, set)):
+        return [_plain(x) for x in v]
+    if hasattr(v, "item") and callable(v.item) and getattr(v, "ndim", 0) == 0:
+        v = v.item()
+    if isinstance(v, bool) or v is None or isinstance(v, (int, str)):
+        return v
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, Path):
+        return str(v)
+    try:
+        f = float(v)
+        return f if math.isfinite(f) else None
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def fmt(v) -> str:
+    """Compact number formatting for evidence: 0.734, 1.2e+05, 12, 'never'."""
+    if v is None:
+        return "n/a"
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, int):
+        return f"{v:,}" if abs(v) >= 10_000 else str(v)
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return "n/a"
+        if v == 0:
+            return "0"
+        a = abs(v)
+        if a >= 1e5 or a < 1e-3:
+            return f"{v:.3g}"
+        if a >= 100:
+            return f"{v:.0f}"
+        return f"{v:.3f}" if a < 10 else f"{v:.2f}"
+    return str(v)
+
+
+def fmt_evidence(evidence: dict | None) -> str:
+    if not evidence:
+        return ""
+    return ", ".join(f"{k}={fmt(v)}" for k, v in evidence.items())
+
+
+class Claims:
+    """Collects claims; prints each with its evidence. Call the object (or `.claim`) to add one."""
+
+    def __init__(self, size: str, evaluated_sizes=EVALUATED_SIZES, echo=print):
+        self.size = size
+        self.evaluate = size in evaluated_sizes
+        self.items: list[dict] = []
+        self._echo = echo
+
+    def claim(self, text: str, holds: bool | None, evidence: dict | None = None, *,
+              source: str | None = None) -> dict:
+        """Record and print one claim. `holds=None`: the quantity could not be measured in this run.
+
+        `source` names where the claim comes from in the literature (e.g. "Qwen3 report, Table 21").
+        """
+        holds = None if holds is None else bool(holds)
+        ev = fmt_evidence(evidence)
+        if not self.evaluate:
+            status = "not_evaluated"
+            line = (f"· not evaluated at size={self.size} (too small to mean anything): {text}"
+                    + (f"  [measured: {ev}]" if ev else ""))
+        elif holds is None:
+            status = "not_measured"
+            line = f"? could not be measured in this run: {text}" + (f"  [{ev}]" if ev else "")
+        elif holds:
+            status = "shown"
+            line = f"✓ shown in this run: {text}" + (f"  [{ev}]" if ev else "")
+        else:
+            status = "not_shown"
+            line = f"✗ NOT shown in this run: {text}" + (f"  [{ev}]" if ev else "")
+        item = {"text": text, "holds": holds, "status": status, "evidence": _plain(evidence or {}),
+                "source": source}
+        self.items.append(item)
+        if self._echo is not None:
+            self._echo(line)
+        return item
+
+    __call__ = claim
+
+    def counts(self) -> dict:
+        out = {"shown": 0, "not_shown": 0, "not_measured": 0, "not_evaluated": 0}
+        for it in self.items:
+            out[it["status"]] += 1
+        return out
+
+    def summary(self) -> str:
+        c = self.counts()
+        if not self.evaluate:
+            return f"{len(self.items)} claims, not evaluated at size={self.size}"
+        return (f"{c['shown']} of {len(self.items)} claims shown in this run, {c['not_shown']} not shown"
+                + (f", {c['not_measured']} not measurable" if c["not_measured"] else ""))
+
+
+def write_results(run_dir, notebook: str, size: str, numbers: dict, claims: Claims | None = None,
+                  config: dict | None = None, started: float | None = None, device: str | None = None) -> Path:
+    """Write `run_dir/results.json`: measured numbers, claims, size, config and the machine.
+
+    `started` is a `time.time()` from the notebook's first cell (wall time covers the notebook's cells).
+    """
+    import torch
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "notebook": notebook, "size": size,
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "wall_s": round(time.time() - started, 1) if started else None,
+        "machine": {"device": device, "torch": torch.__version__, "threads": torch.get_num_threads(),
+                    "cpus": os.cpu_count(), "platform": platform.platform(),
+                    "loadavg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None},
+        "numbers": _plain(numbers),
+        "claims": claims.items if claims is not None else [],
+        "claims_summary": claims.summary() if claims is not None else "",
+        "config": _plain(config or {}),
+    }
+    path = run_dir / "results.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path

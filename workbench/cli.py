@@ -1,0 +1,180 @@
+"""`python -m workbench ...`: headless training, comparisons, the zoo and benchmarks.
+
+(Notebooks are executed by `python -m widgets.notebooks run ...`: the library never imports Jupyter.)
+
+    python -m workbench train --method opd --steps 200 --out runs/opd --json
+    python -m workbench train --resume runs/opd
+    python -m workbench compare --task addition --budget-tokens 1200000 --json
+    python -m workbench zoo list | zoo build [--only NAME]
+    python -m workbench bench {rollout,step,teacher,all} --json
+
+With --json every line printed is one JSON object; the last line is the summary.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+import typing
+from pathlib import Path
+
+from .config import PRESETS, ConfigError, TrainConfig
+
+
+def _emit(obj, as_json: bool):
+    if as_json:
+        print(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)), flush=True)
+    else:
+        print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in obj.items()), flush=True)
+
+
+def _add_config_flags(p: argparse.ArgumentParser, skip=()):
+    """One flag per TrainConfig field (so any method or loss option is settable)."""
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in skip or f.name == "preset_applied":
+            continue
+        t = hints[f.name]
+        args = typing.get_args(t)
+        base = next((a for a in args if a is not type(None)), t) if args else t
+        flag = "--" + f.name.replace("_", "-")
+        if base is bool:
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            p.add_argument(flag, dest=f.name, type=base, default=None, metavar=base.__name__.upper())
+
+
+def _overrides(ns, skip=()) -> dict:
+    names = {f.name for f in dataclasses.fields(TrainConfig)} - set(skip) - {"preset_applied", "method"}
+    return {k: getattr(ns, k) for k in names if getattr(ns, k, None) is not None}
+
+
+def cmd_train(ns) -> int:
+    from .trainer import Trainer
+    if ns.resume:
+        trainer = Trainer.resume(ns.resume, steps=ns.steps)
+    else:
+        cfg = TrainConfig.for_method(ns.method, **_overrides(ns))
+        trainer = Trainer(cfg)
+
+    class Printer:
+        def on_step(self, rec):
+            row = {k: v for k, v in rec.items() if k != "samples"}
+            if ns.json:
+                _emit(row, True)
+            elif rec["step"] % 10 == 0 or "eval/accuracy" in rec:
+                _emit({k: row[k] for k in ("step", "loss", "rollout/mean_length", "train/accuracy") if k in row}
+                      | {k: v for k, v in row.items() if k.startswith("eval/")}, False)
+
+    summary = trainer.run(callbacks=[Printer()])
+    if "final_eval_accuracy" not in summary:
+        summary["final_eval_accuracy"] = trainer.evaluate(step=trainer.step_count)["eval/accuracy"]
+    _emit(summary, ns.json)
+    return 0 if summary["reason"] in ("completed", "stopped") else 1
+
+
+def cmd_compare(ns) -> int:
+    from .compare import DEFAULT_SWEEP, compare, sweep
+    common = _overrides(ns, skip=("task", "seed", "out"))
+    methods = ns.methods.split(",")
+    if ns.sweep:
+        if "lr" in common:
+            raise ValueError("--sweep tries a grid of learning rates; do not also pass --lr")
+        grid = {m: DEFAULT_SWEEP.get(m, (1e-4, 3e-4, 1e-3)) for m in methods}
+        all_rows, best = sweep(task=ns.task, budget_tokens=ns.budget_tokens, grid=grid, seed=ns.seed, out=ns.out,
+                               **common)
+        rows = [dict(r, best=False) for r in all_rows if not any(r is b for b in best)] + \
+               [dict(r, best=True) for r in best]
+    else:
+        rows = compare(task=ns.task, budget_tokens=ns.budget_tokens, methods=methods, seed=ns.seed,
+                       out=ns.out, **common)
+    for r in rows:
+        r = dict(r)
+        if not ns.curves:
+            r.pop("curve")
+        _emit(r, ns.json)
+    return 0
+
+
+def cmd_zoo(ns) -> int:
+    from . import zoo
+    if ns.action == "list":
+        for row in zoo.listing():
+            _emit(row, ns.json)
+        return 0
+    t0 = time.time()
+    zoo.build(ns.only.split(",") if ns.only else None)
+    print(f"zoo build finished in {time.time() - t0:.0f}s", flush=True)
+    return 0
+
+
+def cmd_bench(ns) -> int:
+    from .bench import main as bench_main
+    return bench_main(ns)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m workbench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train one method; one JSON line per step with --json")
+    t.add_argument("--method", default="opd", help=f"one of {sorted(PRESETS)}")
+    t.add_argument("--resume", default=None, metavar="DIR", help="continue a run directory to its configured steps")
+    t.add_argument("--json", action="store_true")
+    _add_config_flags(t, skip=("method",))
+    t.set_defaults(func=cmd_train)
+
+    c = sub.add_parser("compare", help="SFT vs GRPO vs OPD at a matched budget of student tokens")
+    c.add_argument("--budget-tokens", type=int, default=None)
+    c.add_argument("--methods", default="sft,grpo,opd")
+    c.add_argument("--sweep", action="store_true",
+                   help="try a small learning-rate grid per method; the last rows (best=true) are each method's best")
+    c.add_argument("--curves", action="store_true", help="include each method's evaluation curve in its row")
+    c.add_argument("--json", action="store_true")
+    _add_config_flags(c, skip=("method", "steps", "name", "preset_applied"))
+    c.set_defaults(func=cmd_compare)
+
+    z = sub.add_parser("zoo", help="the shipped toy checkpoints")
+    z.add_argument("action", choices=["list", "build"])
+    z.add_argument("--only", default=None, help="comma-separated zoo names to rebuild")
+    z.add_argument("--json", action="store_true")
+    z.set_defaults(func=cmd_zoo)
+
+    b = sub.add_parser("bench", help="benchmarks (ratios against a baseline measured in the same run)")
+    b.add_argument("what", choices=["rollout", "step", "teacher", "dashboard", "all"])
+    b.add_argument("--batch-size", type=int, default=None)
+    b.add_argument("--max-new-tokens", type=int, default=None)
+    b.add_argument("--model", default=None, help="zoo name or checkpoint directory")
+    b.add_argument("--repeats", type=int, default=5)
+    b.add_argument("--device", default="auto")
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv=None) -> int:
+    ns = build_parser().parse_args(argv)
+    if getattr(ns, "command", None) == "compare":
+        from .compare import DEFAULT_BUDGET
+        ns.budget_tokens = ns.budget_tokens or DEFAULT_BUDGET
+        ns.task = ns.task or "addition"
+        ns.seed = ns.seed if ns.seed is not None else 0
+    from .runs import RunDirError
+    try:
+        return ns.func(ns)
+    except (ConfigError, FileNotFoundError, ValueError, RunDirError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        from .trainer import TrainingError
+        if isinstance(e, TrainingError):        # e.g. too many non-finite updates; the run directory is kept
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

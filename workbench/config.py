@@ -1,0 +1,225 @@
+"""Training configuration: one dataclass, and methods as named presets of it.
+
+The essay's two axes are the first two fields after `method`:
+  `source` — where the training text comes from: "teacher" (someone else's
+             traces) or "student" (the student's own rollouts);
+  `signal` — how dense the supervision is: "dense" (the teacher scores every
+             token) or "sparse" (one verifier reward per trajectory).
+A method is a small preset of (source, signal, loss, defaults); every field
+can be overridden, and `validate()` refuses combinations that make no sense
+before any model is loaded.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+
+import torch
+
+from .losses import REDUCTIONS
+
+SOURCES = ("teacher", "student")
+SIGNALS = ("dense", "sparse")
+# which losses make sense for which corner of the 2x2 table
+LOSSES = {
+    ("teacher", "dense"): ("ce", "full_kl", "jsd", "topk"),
+    ("teacher", "sparse"): ("ce",),
+    ("student", "dense"): ("sampled_token", "full_kl", "jsd", "topk"),
+    ("student", "sparse"): ("pg",),
+}
+
+PRESETS: dict[str, dict] = {
+    # off-policy, dense: cross-entropy on teacher-written traces (sequence-level KD)
+    "sft": dict(source="teacher", signal="dense", loss="ce", lr=3e-4),
+    # off-policy, sparse: teacher traces kept only when the verifier accepts them
+    "filtered_sft": dict(source="teacher", signal="sparse", loss="ce", lr=3e-4),
+    # on-policy, sparse: GRPO with a verifier
+    "grpo": dict(source="student", signal="sparse", loss="pg", num_generations=8, lr=5e-5),
+    # on-policy, dense: on-policy distillation (sampled-token reverse KL as a per-token reward)
+    "opd": dict(source="student", signal="dense", loss="sampled_token", lr=3e-4),
+    # GKD (Agarwal et al. 2023): generalised JSD, half the batches on-policy
+    "gkd": dict(source="student", signal="dense", loss="jsd", beta=0.5, lmbda=0.5, lr=3e-4),
+    # ExOPD (2602.12125): reward extrapolated past the teacher, pi_ref = initial student
+    "exopd": dict(source="student", signal="dense", loss="sampled_token", lmbda_reward=1.25, lr=3e-4),
+    # Stable-OPD (Luo et al. 2604.08527): KL to the initial student + gold-solution SFT mixture
+    "stable_opd": dict(source="student", signal="dense", loss="sampled_token", kl_coef=0.01, sft_coef=0.1,
+                       lr=3e-4),
+}
+
+
+@dataclass
+class TrainConfig:
+    method: str = "opd"
+    source: str | None = None
+    signal: str | None = None
+    loss: str | None = None
+    task: str = "addition"
+    data: str | None = None             # JSONL of {"prompt","solution","answer"} rows: training problems
+                                        #   from a file (held-out evaluation stays on the task's generator)
+    teacher: str | None = None          # zoo name or checkpoint directory; default: the task's zoo teacher
+    student: str | None = None          # zoo name or checkpoint directory; default: the task's zoo student
+    steps: int = 200
+    batch_size: int = 64                # sequences per step (GRPO: prompts x num_generations)
+    num_generations: int | None = None  # G rollouts per prompt (GRPO groups); 1 for the other methods
+    lr: float | None = None
+    warmup_steps: int = 10
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    temperature: float = 1.0            # student sampling temperature
+    top_p: float | None = None
+    top_k: int | None = None
+    max_new_tokens: int | None = None   # default: the task's
+    reduction: str = "token_mean"       # token_mean | sum | seq_mean (policy-gradient style losses)
+    gamma: float = 0.0                  # OPD discount: A_t = sum_k gamma^k r_{t+k}
+    vopd: bool = False                  # control-variate baseline A_t = r_t + KL_t (2605.07865)
+    reward_clip: float | None = None    # floor on the per-token reward (REOPOLD-style)
+    lmbda_reward: float = 1.0           # G-OPD reward scale (1 = OPD, 1.25 = ExOPD); needs pi_ref
+    kl_coef: float = 0.0                # beta_KL * KL(pi_theta || pi_ref), pi_ref = initial student
+    sft_coef: float = 0.0               # weight of a gold-solution SFT term (Stable-OPD mixture)
+    lmbda: float = 1.0                  # GKD: probability a batch is student-generated (else teacher)
+    beta: float = 0.5                   # generalised JSD interpolation (0 forward KL, 1 reverse KL)
+    jsd_temperature: float = 1.0
+    topk: int = 4                       # teacher top-K support size (Fu et al.); also for topk_overlap
+    topk_renormalize: bool = True
+    topk_include_sampled: bool = False
+    scale_rewards: bool = True          # GRPO: divide by group std (False = Dr. GRPO)
+    clip_eps: float | None = None       # PPO clipping (only matters with several updates per batch)
+    sft_data: str = "teacher"           # source=teacher: "teacher" (sampled traces) or "reference" (gold)
+    teacher_temperature: float = 1.0
+    eval_every: int = 25
+    eval_problems: int = 256
+    eval_sampled: bool = True
+    num_samples: int = 4                # token-level samples per record
+    seed: int = 0
+    device: str = "auto"
+    out: str | None = None              # run directory (None: nothing written)
+    overwrite: bool = False
+    save_every: int = 0                 # checkpoint every N steps (0: only at the end / on stop)
+    max_nonfinite: int = 5              # consecutive skipped non-finite updates before stopping
+    warn_truncation: float = 0.5        # early warning: truncated fraction threshold (LengthAlarm)
+    warn_repetition: float = 0.3        # early warning: repetition rate threshold
+    warn_rise: float = 0.3              # early warning: rise within warn_window steps
+    warn_window: int = 10
+    on_warning: str = "none"            # "none" | "checkpoint" | "stop" when the early warning fires
+    name: str | None = None             # label of the run in dashboards and tables
+    preset_applied: bool = False        # set by for_method/resolved: the preset's values are already in
+
+    @classmethod
+    def for_method(cls, method: str, **overrides) -> "TrainConfig":
+        """The preset of `method`, then your overrides on top (the unambiguous way to build a config)."""
+        if method not in PRESETS:
+            raise ConfigError(f"unknown method {method!r}; choose one of {sorted(PRESETS)}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ConfigError(f"unknown config options {unknown}; valid options are {sorted(known)}")
+        cfg = replace(cls(method=method), **PRESETS[method])
+        cfg = replace(cfg, **overrides, preset_applied=True)
+        return cfg._fill_defaults()
+
+    def resolved(self) -> "TrainConfig":
+        """Apply the method's preset to a config built directly as TrainConfig(method=...).
+
+        Preset values fill fields you left at their dataclass default; use
+        `TrainConfig.for_method` to override a preset value with the default itself.
+        """
+        if self.method not in PRESETS:
+            raise ConfigError(f"unknown method {self.method!r}; choose one of {sorted(PRESETS)}")
+        if self.preset_applied:
+            return self._fill_defaults()
+        base = TrainConfig()
+        updates = {k: v for k, v in PRESETS[self.method].items() if getattr(self, k) == getattr(base, k)}
+        return replace(self, **updates, preset_applied=True)._fill_defaults()
+
+    def _fill_defaults(self) -> "TrainConfig":
+        cfg = replace(self)
+        if cfg.num_generations is None:
+            cfg.num_generations = 1
+        if cfg.name is None:
+            cfg.name = cfg.method
+        return cfg
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown config keys {unknown}; valid keys are {sorted(known)}")
+        return cls(**d)
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; raised before any compute."""
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Check every field that can be checked without loading a model. Raises ConfigError."""
+    def need(cond, msg):
+        if not cond:
+            raise ConfigError(msg)
+
+    for name in ("steps", "batch_size", "eval_problems", "topk", "warmup_steps", "eval_every", "save_every",
+                 "num_samples", "max_nonfinite", "seed"):
+        v = getattr(cfg, name)
+        need(isinstance(v, int) and not isinstance(v, bool), f"{name} must be an integer, got {v!r}")
+    for name in ("lr", "weight_decay", "max_grad_norm", "temperature", "gamma", "lmbda", "beta", "lmbda_reward",
+                 "kl_coef", "sft_coef", "jsd_temperature", "teacher_temperature", "top_p", "reward_clip",
+                 "clip_eps", "num_generations", "top_k", "max_new_tokens"):
+        v = getattr(cfg, name)
+        need(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)),
+             f"{name} must be a finite number, got {v!r}")
+    need(cfg.source in SOURCES, f"source must be one of {SOURCES}, got {cfg.source!r}")
+    need(cfg.signal in SIGNALS, f"signal must be one of {SIGNALS}, got {cfg.signal!r}")
+    ok = LOSSES[(cfg.source, cfg.signal)]
+    need(cfg.loss in ok, f"loss {cfg.loss!r} is not valid for source={cfg.source}, signal={cfg.signal}; "
+                         f"choose one of {list(ok)}")
+    for name in ("steps", "batch_size", "num_generations", "eval_problems", "topk"):
+        v = getattr(cfg, name)
+        need(isinstance(v, int) and v > 0, f"{name} must be a positive integer, got {v!r}")
+    need(cfg.batch_size % cfg.num_generations == 0,
+         f"batch_size ({cfg.batch_size}) must be a multiple of num_generations ({cfg.num_generations})")
+    need(cfg.signal != "sparse" or cfg.source != "student" or cfg.num_generations > 1,
+         "GRPO needs num_generations >= 2 (advantages are relative within a group of rollouts of one prompt)")
+    need(cfg.lr is not None and cfg.lr > 0, f"lr must be positive, got {cfg.lr!r}")
+    for name in ("warmup_steps", "eval_every", "save_every", "num_samples", "weight_decay", "kl_coef", "sft_coef",
+                 "max_nonfinite"):
+        v = getattr(cfg, name)
+        need(v >= 0, f"{name} must be >= 0, got {v!r}")
+    need(cfg.max_grad_norm > 0, f"max_grad_norm must be positive, got {cfg.max_grad_norm}")
+    need(cfg.temperature > 0, f"temperature must be > 0 for training rollouts, got {cfg.temperature} "
+                              "(greedy rollouts have no exploration; use evaluation for greedy)")
+    need(cfg.teacher_temperature > 0, f"teacher_temperature must be > 0, got {cfg.teacher_temperature}")
+    need(cfg.jsd_temperature > 0, f"jsd_temperature must be > 0, got {cfg.jsd_temperature}")
+    need(cfg.top_p is None or 0 < cfg.top_p <= 1, f"top_p must be in (0, 1], got {cfg.top_p}")
+    need(cfg.top_k is None or cfg.top_k > 0, f"top_k must be positive, got {cfg.top_k}")
+    need(cfg.max_new_tokens is None or cfg.max_new_tokens > 0,
+         f"max_new_tokens must be positive, got {cfg.max_new_tokens}")
+    need(cfg.reduction in REDUCTIONS, f"reduction must be one of {REDUCTIONS}, got {cfg.reduction!r}")
+    need(0.0 <= cfg.gamma <= 1.0, f"gamma must be in [0, 1], got {cfg.gamma}")
+    need(0.0 <= cfg.beta <= 1.0, f"beta must be in [0, 1], got {cfg.beta}")
+    need(0.0 <= cfg.lmbda <= 1.0, f"lmbda (GKD on-policy fraction) must be in [0, 1], got {cfg.lmbda}")
+    need(cfg.lmbda_reward > 0, f"lmbda_reward must be positive, got {cfg.lmbda_reward}")
+    need(cfg.lmbda_reward == 1.0 or cfg.loss == "sampled_token",
+         "lmbda_reward != 1 (G-OPD / ExOPD) is defined for loss='sampled_token' only")
+    need(cfg.reward_clip is None or cfg.reward_clip < 0,
+         f"reward_clip is a floor on log q - log p and must be negative, got {cfg.reward_clip}")
+    need(cfg.clip_eps is None or cfg.clip_eps > 0, f"clip_eps must be positive, got {cfg.clip_eps}")
+    need(cfg.sft_data in ("teacher", "reference"), f"sft_data must be 'teacher' or 'reference', got {cfg.sft_data!r}")
+    need(cfg.lmbda == 1.0 or cfg.source == "student",
+         "lmbda < 1 mixes teacher batches into on-policy training; it needs source='student'")
+    need(cfg.on_warning in ("none", "checkpoint", "stop"),
+         f"on_warning must be 'none', 'checkpoint' or 'stop', got {cfg.on_warning!r}")
+    need(cfg.warn_window >= 2, f"warn_window must be >= 2, got {cfg.warn_window}")
+    need(not (cfg.vopd and cfg.loss != "sampled_token"), "vopd is a baseline for loss='sampled_token' only")
+    need(cfg.data is None or (isinstance(cfg.data, str) and cfg.data.strip() != ""),
+         f"data must be the path of a JSONL file of problems, got {cfg.data!r}")
+    need(isinstance(cfg.device, str), f"device must be a string such as 'auto', 'cpu' or 'cuda', got {cfg.device!r}")
+    if cfg.device != "auto":
+        try:
+            torch.device(cfg.device)
+        except (RuntimeError, ValueError):
+            raise ConfigError(f"device {cfg.device!r} is not a device name; use 'auto', 'cpu', 'cuda', "
+                              "'cuda:0' or 'mps'") from None

@@ -1,0 +1,77 @@
+"""Diagnostics computed from a batch of completions: length, truncation, repetition.
+
+Repetition follows Luo et al. (arXiv 2604.08527): a rollout is repetitive when
+the tail of its text compresses well. The paper used the last 10,000
+characters and a zlib ratio above 10; our completions are ~50 characters, so
+both are rescaled: the last `tail_chars=48` characters and a ratio above
+`threshold=2.2`. Calibration (tests/test_metrics.py): reference solutions of
+every built-in task and split stay at or below 2.1 (the `short` split's runs
+of `0+0+0=00,` columns are the most compressible clean text); a tail that
+cycles one scratchpad column or a shorter pattern scores 2.4 or more.
+"""
+from __future__ import annotations
+
+import zlib
+
+TAIL_CHARS = 48
+REPETITION_THRESHOLD = 2.2
+
+
+def compression_ratio(text: str) -> float:
+    """len(raw) / len(zlib(raw)); ~1 for varied text, large for repeated text. Empty text -> 0."""
+    raw = text.encode()
+    if not raw:
+        return 0.0
+    return len(raw) / len(zlib.compress(raw, 9))
+
+
+def is_repetitive(text: str, tail_chars: int = TAIL_CHARS, threshold: float = REPETITION_THRESHOLD) -> bool:
+    """Does the tail of `text` compress above `threshold`? Texts shorter than the tail window never do."""
+    if len(text) < tail_chars:
+        return False
+    return compression_ratio(text[-tail_chars:]) > threshold
+
+
+def repetition_rate(texts, tail_chars: int = TAIL_CHARS, threshold: float = REPETITION_THRESHOLD) -> float:
+    texts = list(texts)
+    if not texts:
+        return 0.0
+    return sum(is_repetitive(t, tail_chars, threshold) for t in texts) / len(texts)
+
+
+class LengthAlarm:
+    """Early warning for length inflation / truncation collapse (Luo et al. 2604.08527).
+
+    Fires when the truncated fraction or the repetition rate of a step's rollouts
+    crosses a threshold, or rises by more than `rise` within the last `window`
+    steps (the paper's signature: truncation jumping from ~0.45 to > 0.95 within
+    ~30 steps). Each condition fires once at its onset and re-arms after it clears.
+    """
+
+    KEYS = {"truncation": "rollout/truncated_frac", "repetition": "rollout/repetition_rate"}
+
+    def __init__(self, truncation: float = 0.5, repetition: float = 0.3, rise: float = 0.3, window: int = 10):
+        if window < 2:
+            raise ValueError(f"LengthAlarm window must be >= 2 steps, got {window}")
+        self.limits = {"truncation": truncation, "repetition": repetition}
+        self.rise, self.window = rise, window
+        self.history = {k: [] for k in self.KEYS}
+        self.active = {k: False for k in self.KEYS}
+
+    def update(self, record: dict) -> list[str]:
+        messages = []
+        for name, key in self.KEYS.items():
+            v = record.get(key)
+            if v is None:
+                continue
+            h = self.history[name]
+            h.append(float(v))
+            del h[:-self.window]
+            over = v >= self.limits[name]
+            jumped = len(h) >= 2 and v - min(h) >= self.rise
+            if (over or jumped) and not self.active[name]:
+                why = f"{v:.2f} >= {self.limits[name]:.2f}" if over else \
+                      f"rose by {v - min(h):.2f} within {len(h)} steps"
+                messages.append(f"{name} {why} at step {record.get('step')}")
+            self.active[name] = over or jumped
+        return messages

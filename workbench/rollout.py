@@ -1,0 +1,170 @@
+"""Batched sampling with a KV cache, and scoring of the sampled tokens.
+
+`sample(model, prompt_ids, prompt_mask, ...)` -> `Rollout`: the completion ids,
+a completion mask through the first EOS, the student's per-token log-probs,
+lengths and a truncated flag (hit `max_new_tokens` without EOS).
+
+Prompts are left-padded; position ids are derived from the attention mask the
+same way `model.generate` does, so greedy output equals `generate` token for
+token (tested). `sequence_logprobs` re-scores a rollout under any model
+(teacher, reference, or the student with gradients) with the same positions.
+
+Log-probs stored in a `Rollout` are of the *model* distribution (temperature 1,
+no top-p/top-k), which is what the OPD reward log q - log p needs. When the
+sampler is tempered or truncated, the samples are off-policy with respect to
+that distribution; the trainer's importance ratio corrects for it only if you
+ask for it (simplification: we do not store the sampler's own log-probs).
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from transformers import DynamicCache
+
+
+@dataclass
+class Rollout:
+    prompt_ids: torch.Tensor        # [B, P] left-padded
+    prompt_mask: torch.Tensor       # [B, P] 1 on real prompt tokens
+    completion_ids: torch.Tensor    # [B, N] padded with pad id after EOS
+    completion_mask: torch.Tensor   # [B, N] float, 1 on generated tokens up to and including the first EOS
+    logprobs: torch.Tensor          # [B, N] log pi(y_t) under the model at temperature 1 (0 where masked)
+    lengths: torch.Tensor           # [B] number of completion tokens (EOS included)
+    truncated: torch.Tensor         # [B] bool: hit max_new_tokens without EOS
+
+    @property
+    def input_ids(self) -> torch.Tensor:
+        return torch.cat([self.prompt_ids, self.completion_ids], dim=1)
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        return torch.cat([self.prompt_mask, self.completion_mask.to(self.prompt_mask.dtype)], dim=1)
+
+    def __len__(self) -> int:
+        return self.completion_ids.shape[0]
+
+    def to(self, device) -> "Rollout":
+        return Rollout(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+
+def _cache_kwarg(model) -> str:
+    """transformers 5.24 renamed `past_key_values` to `cache`; accept both (looking through a peft wrapper)."""
+    if hasattr(model, "get_base_model") and hasattr(model, "peft_config"):
+        model = model.get_base_model()
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _cache_out(out):
+    return getattr(out, "cache", None) if getattr(out, "cache", None) is not None else out.past_key_values
+
+
+def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids for left padding: 0 at the first real token (as `generate` does)."""
+    pos = mask.long().cumsum(-1) - 1
+    return pos.clamp_(min=0)
+
+
+def pad_prompts(prompts: list[list[int]], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad a list of token-id lists into (ids, mask)."""
+    if not prompts:
+        raise ValueError("pad_prompts: no prompts given")
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        if p:
+            ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
+            mask[i, width - len(p):] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
+    if top_k is not None and 0 < top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cum - sorted_logits.softmax(-1) >= top_p   # keep the smallest prefix reaching top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    return logits
+
+
+@torch.no_grad()
+def sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_new_tokens: int,
+           eos_token_id: int, pad_token_id: int, temperature: float = 1.0, top_p: float | None = None,
+           top_k: int | None = None, generator: torch.Generator | None = None) -> Rollout:
+    """Sample completions for a batch of left-padded prompts. temperature == 0 means greedy."""
+    if max_new_tokens <= 0:
+        raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    was_training = model.training
+    model.eval()
+    dev = prompt_ids.device
+    B = prompt_ids.shape[0]
+    cache_kw = _cache_kwarg(model)
+    mask = prompt_mask.long()
+    out = model(input_ids=prompt_ids, attention_mask=mask, position_ids=positions_from_mask(mask),
+                use_cache=True, logits_to_keep=1, **{cache_kw: DynamicCache()})
+    cache = _cache_out(out)
+    next_pos = mask.sum(-1, keepdim=True)                      # [B, 1] position of the next token
+    logits = out.logits[:, -1, :].float()
+    tokens, logps = [], []
+    done = torch.zeros(B, dtype=torch.bool, device=dev)
+    for t in range(max_new_tokens):
+        logp_full = F.log_softmax(logits, dim=-1)
+        if temperature == 0:
+            tok = logits.argmax(-1)
+        else:
+            probs = F.softmax(_filter_logits(logits / temperature, top_k, top_p), dim=-1)
+            tok = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        tok = torch.where(done, torch.full_like(tok, pad_token_id), tok)
+        tokens.append(tok)
+        logps.append(logp_full.gather(-1, tok[:, None]).squeeze(-1).masked_fill(done, 0.0))
+        done = done | (tok == eos_token_id)
+        if bool(done.all()) or t == max_new_tokens - 1:
+            break   # early exit once every sample has ended
+        mask = torch.cat([mask, (~done | (tok == eos_token_id)).long()[:, None]], dim=1)
+        out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos, use_cache=True,
+                    **{cache_kw: cache})
+        cache = _cache_out(out)
+        next_pos = next_pos + 1
+        logits = out.logits[:, -1, :].float()
+    model.train(was_training)
+    completion = torch.stack(tokens, dim=1)
+    logprobs = torch.stack(logps, dim=1)
+    is_eos = completion == eos_token_id
+    has_eos = is_eos.any(-1)
+    first_eos = torch.where(has_eos, is_eos.float().argmax(-1), torch.full_like(has_eos, completion.shape[1], dtype=torch.long))
+    idx = torch.arange(completion.shape[1], device=dev)[None, :]
+    cmask = (idx <= first_eos[:, None]).float()
+    lengths = cmask.sum(-1).long()
+    return Rollout(prompt_ids=prompt_ids, prompt_mask=prompt_mask.long(), completion_ids=completion,
+                   completion_mask=cmask, logprobs=logprobs * cmask, lengths=lengths, truncated=~has_eos)
+
+
+def completion_logits(model, rollout: Rollout, temperature: float = 1.0) -> torch.Tensor:
+    """Logits [B, N, V] that predicted each completion token (one forward over prompt + completion).
+
+    Runs with or without grad depending on the caller's context.
+    """
+    ids, mask = rollout.input_ids, rollout.attention_mask
+    P, N = rollout.prompt_ids.shape[1], rollout.completion_ids.shape[1]
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask), use_cache=False,
+                logits_to_keep=N + 1)
+    logits = out.logits[:, :-1, :]        # position P-1+t predicts completion token t
+    assert logits.shape[1] == N, (logits.shape, P, N)
+    return logits.float() / temperature if temperature != 1.0 else logits.float()
+
+
+def sequence_logprobs(model, rollout: Rollout) -> torch.Tensor:
+    """log pi(y_t) [B, N] of each completion token under `model` (0 where masked)."""
+    logits = completion_logits(model, rollout)
+    lp = torch.log_softmax(logits, -1).gather(-1, rollout.completion_ids[..., None]).squeeze(-1)
+    return lp * rollout.completion_mask

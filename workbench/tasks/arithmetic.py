@@ -1,0 +1,90 @@
+"""Two built-in tasks with a step-by-step scratchpad.
+
+`addition`: `00123+04567=` -> one column at a time from the right,
+`a+b+carry=total,` then `|` and the zero-padded sum, e.g.
+`3+7+0=10,2+6+1=09,1+5+0=06,0+4+0=04,0+0+0=00,|004690`.
+Every column depends on the previous carry, so an early slip propagates:
+the horizon is long enough (about 50 tokens) for exposure bias to matter.
+
+`multiply`: a multi-digit number times one digit, `04567*8=` ->
+`7*8+0=56,6*8+5=53,...|036536`: carries range over 0..8, a different shape.
+
+Splits: `train`/`test` draw operands of `min_digits..max_digits` digits,
+zero-padded to `width`; `long` draws operands one digit longer than
+`max_digits` (padded to `width + 1`) for length-generalisation checks;
+`short` draws 1..3 digits (the neighbouring distribution the zoo student
+was pretrained on).
+"""
+from __future__ import annotations
+
+import random
+
+from .base import ANSWER_SEP, Problem, Task
+
+
+class _ColumnTask(Task):
+    splits = ("train", "test", "long", "short")
+
+    def __init__(self, min_digits: int = 3, max_digits: int = 5):
+        if not 1 <= min_digits <= max_digits:
+            raise ValueError(f"need 1 <= min_digits <= max_digits, got {min_digits}, {max_digits}")
+        self.min_digits, self.max_digits = min_digits, max_digits
+        self.width = max_digits
+        # a column is 9 characters; + separator + (width + 1) answer digits + EOS, with slack
+        self.max_new_tokens = 9 * (self.width + 1) + self.width + 3 + 8
+
+    def _digits_range(self, split: str) -> tuple[int, int, int]:
+        if split == "long":
+            return self.max_digits + 1, self.max_digits + 1, self.width + 1
+        if split == "short":
+            return 1, min(3, self.max_digits), self.width
+        return self.min_digits, self.max_digits, self.width
+
+    @staticmethod
+    def _number(rng: random.Random, digits: int) -> int:
+        lo = 0 if digits == 1 else 10 ** (digits - 1)
+        return rng.randint(lo, 10 ** digits - 1)
+
+
+class Addition(_ColumnTask):
+    name = "addition"
+    charset = "0123456789+=," + ANSWER_SEP
+
+    def make_problem(self, rng: random.Random, split: str) -> Problem:
+        lo, hi, width = self._digits_range(split)
+        a = self._number(rng, rng.randint(lo, hi))
+        b = self._number(rng, rng.randint(lo, hi))
+        return self.solve(a, b, width)
+
+    @staticmethod
+    def solve(a: int, b: int, width: int) -> Problem:
+        sa, sb = str(a).zfill(width), str(b).zfill(width)
+        steps, carry = [], 0
+        for da, db in zip(reversed(sa), reversed(sb)):
+            total = int(da) + int(db) + carry
+            steps.append(f"{da}+{db}+{carry}={total:02d},")
+            carry = total // 10
+        answer = str(a + b).zfill(width + 1)
+        return Problem(prompt=f"{sa}+{sb}=", solution="".join(steps) + ANSWER_SEP + answer, answer=answer)
+
+
+class Multiply(_ColumnTask):
+    name = "multiply"
+    charset = "0123456789*+=," + ANSWER_SEP
+
+    def make_problem(self, rng: random.Random, split: str) -> Problem:
+        lo, hi, width = self._digits_range(split)
+        a = self._number(rng, rng.randint(lo, hi))
+        d = rng.randint(2, 9)
+        return self.solve(a, d, width)
+
+    @staticmethod
+    def solve(a: int, d: int, width: int) -> Problem:
+        sa = str(a).zfill(width)
+        steps, carry = [], 0
+        for da in reversed(sa):
+            total = int(da) * d + carry
+            steps.append(f"{da}*{d}+{carry}={total:02d},")
+            carry = total // 10
+        answer = str(a * d).zfill(width + 1)
+        return Problem(prompt=f"{sa}*{d}=", solution="".join(steps) + ANSWER_SEP + answer, answer=answer)

@@ -1,0 +1,744 @@
+"""One trainer, four corners: SFT, reward-filtered SFT, outcome RL (GRPO) and on-policy distillation.
+
+    trainer = Trainer(TrainConfig.for_method("opd", steps=200))
+    record = trainer.step()                       # one update -> one flat dict (docs/records.md)
+    summary = trainer.run(callbacks=[dashboard])  # loop; watchers are callbacks on the records
+
+Each step:
+  1. data     source="student": the student samples G completions per prompt;
+              source="teacher": the teacher samples traces (or gold solutions).
+  2. signal   the verifier grades every completion; when signal="dense" (or the
+              loss needs it) the frozen teacher scores every token in one forward.
+  3. loss     a pure function from `losses.py`, chosen by `cfg.loss`.
+  4. update   AdamW, gradient clipping; a non-finite loss or gradient skips the
+              update and is recorded (after `max_nonfinite` in a row, training stops).
+
+Randomness is per step and stateless: step k draws its problems from
+`Random(f"{seed}:{k}")` and samples with a generator seeded from (seed, k), so a
+resumed run replays exactly what an uninterrupted one would have done.
+
+Simplifications (said plainly): one optimiser update per batch, so GRPO's
+importance ratio is 1 and PPO clipping never binds unless you add epochs;
+rollout log-probs are recomputed in the training forward rather than stored
+from the sampler; evaluation compute is not counted in `cost/*`.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import random
+import signal as signal_mod
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+from . import losses as L
+from .batching import decode_completions, forced_rollout, prompt_batch
+from .config import ConfigError, TrainConfig, validate
+from .costs import CostMeter
+from .evaluation import evaluate
+from .hf import reference_policy
+from .metrics import LengthAlarm, repetition_rate
+from .models import count_params, pick_device
+from .rollout import completion_logits, sample
+from .runs import RunDir, RunDirError, RunDirLocked, latest_checkpoint, load_config, preflight
+from .tasks import get_task
+from .tasks.jsonl import JsonlProblems
+from .tokenizer import token_strings, vocab_mismatch
+from . import zoo
+
+EVAL_SEED = 0
+# -inf teacher logits (a masked / banned vocabulary) are floored here: a token the teacher forbids then costs
+# a very large but finite penalty, instead of an inf reward or KL whose gradient is nan.
+TEACHER_LOGIT_FLOOR = -1e4
+
+
+class TrainingError(RuntimeError):
+    pass
+
+
+class StopTraining(Exception):
+    """Raise from a callback to end training after the current step."""
+
+
+class RunDirWriter:
+    """Callback: append each record to the run directory (metrics flushed every step)."""
+
+    def __init__(self, run_dir: RunDir):
+        self.run_dir = run_dir
+
+    def on_step(self, record):
+        self.run_dir.log_step(record)
+
+
+def _seed_for(seed: int, step: int, stream: int) -> int:
+    return (seed * 1_000_003 + step * 7919 + stream) % (2**63 - 1)
+
+
+def _check_source(role: str, name: str) -> None:
+    """Fail before loading anything when a teacher/student reference cannot be a checkpoint."""
+    if name in zoo.RECIPES:
+        zoo.path(name)          # FileNotFoundError naming the rebuild command when the entry is not built
+        return
+    p = Path(name).expanduser()
+    if p.exists():
+        if not p.is_dir():
+            raise FileNotFoundError(f"{role} checkpoint {name!r} is a file; pass a checkpoint directory (written "
+                                    "by save_pretrained) or a zoo name")
+        if not (p / "config.json").exists():
+            raise FileNotFoundError(f"{role} checkpoint {name!r} has no config.json: not a Hugging Face checkpoint "
+                                    "directory; save one with model.save_pretrained(dir)")
+        if not ((p / "tokenizer.json").exists() or (p / "tokenizer_config.json").exists()):
+            raise FileNotFoundError(f"{role} checkpoint {name!r} has no tokenizer files; save the tokenizer into "
+                                    "the same directory with tokenizer.save_pretrained(dir)")
+        return
+    parts = name.split("/")
+    if len(parts) == 2 and all(parts) and not name.startswith((".", "~")):
+        return                  # a Hugging Face hub id: from_pretrained resolves it (network or local cache)
+    raise FileNotFoundError(f"{role} checkpoint {name!r} does not exist: it is neither a zoo entry "
+                            f"({sorted(zoo.RECIPES)}) nor a checkpoint directory")
+
+
+def _load(role: str, name: str, device: str, trainable: bool = True):
+    try:
+        return zoo.load(name, device=device, trainable=trainable)
+    except FileNotFoundError:
+        raise
+    except Exception as e:
+        raise ConfigError(f"could not load the {role} checkpoint {name!r} ({type(e).__name__}: {e}); it must be a "
+                          "directory written by save_pretrained (config.json, weights, tokenizer files)") from e
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig | None = None, *, teacher=None, student=None, tokenizer=None, task=None,
+                 _resume_dir: str | None = None, **overrides):
+        """Build from a config (or keyword overrides of one). Everything is validated before models load.
+
+        `teacher`/`student`/`tokenizer`/`task` may be passed as objects (e.g. models built in a notebook);
+        otherwise they come from `cfg.teacher`/`cfg.student` (zoo names or checkpoint directories).
+        """
+        if cfg is None:
+            cfg = TrainConfig.for_method(overrides.pop("method", "opd"), **overrides)
+        elif overrides:
+            raise ConfigError("pass either a TrainConfig or keyword options, not both")
+        cfg = cfg.resolved()
+        validate(cfg)
+        self.task = get_task(task if task is not None else cfg.task)
+        if cfg.data:
+            self.task = JsonlProblems(cfg.data, base=self.task)     # bad rows fail here, naming file and line
+        self.device = pick_device(cfg.device)
+        self.teacher_scores = cfg.loss in ("sampled_token", "full_kl", "jsd", "topk")
+        need_teacher = (self.teacher_scores or cfg.lmbda < 1
+                        or (cfg.source == "teacher" and cfg.sft_data == "teacher"))
+        t_name, s_name = (cfg.teacher, cfg.student)
+        if (t_name is None and teacher is None) or (s_name is None and student is None):
+            dt, ds = zoo.default_pair(self.task.name)
+            t_name, s_name = t_name or dt, s_name or ds
+        cfg.teacher = t_name if teacher is None else (cfg.teacher or "<object>")
+        cfg.student = s_name if student is None else (cfg.student or "<object>")
+        min_new = self.task.min_new_tokens()
+        max_new = cfg.max_new_tokens or self.task.max_new_tokens
+        if max_new < min_new:
+            raise ConfigError(f"max_new_tokens={max_new} is below what task {self.task.name!r} needs "
+                              f"({min_new} tokens for its longest reference solution + EOS); raise it")
+        cfg.max_new_tokens = max_new
+        if cfg.out is not None:
+            try:
+                preflight(cfg.out, overwrite=cfg.overwrite, resume=_resume_dir is not None)
+            except RunDirLocked:
+                raise
+            except RunDirError as e:
+                raise ConfigError(str(e)) from None
+        if student is None:
+            _check_source("student", s_name)
+        if teacher is None and need_teacher:
+            _check_source("teacher", t_name)
+        self.cfg = cfg
+
+        # ---- models -----------------------------------------------------------------------
+        if student is None:
+            student, s_tok = _load("student", s_name, str(self.device))
+        else:
+            s_tok = tokenizer
+            student = student.to(self.device)
+        if s_tok is None:
+            raise ConfigError("a student model object needs its tokenizer: pass tokenizer=...")
+        self.tokenizer = s_tok
+        self.teacher = None
+        if need_teacher or teacher is not None:
+            if teacher is None:
+                teacher, t_tok = _load("teacher", t_name, str(self.device), trainable=False)
+                problem = vocab_mismatch(t_tok, s_tok)
+                if problem:
+                    raise ConfigError(f"teacher {t_name!r} and student {s_name!r} tokenizers differ: {problem}. "
+                                      "On-policy distillation compares log-probs token by token, so both must "
+                                      "share one vocabulary; use a pair built for the same task/tokenizer")
+            teacher = teacher.to(self.device).eval().requires_grad_(False)
+            if teacher.config.vocab_size != student.config.vocab_size:
+                raise ConfigError(f"teacher vocab_size {teacher.config.vocab_size} != student vocab_size "
+                                  f"{student.config.vocab_size}; the pair must share one tokenizer")
+            self.teacher = teacher
+        bad = [c for c in self.task.charset if s_tok.convert_tokens_to_ids(c) in (None, s_tok.unk_token_id)]
+        if bad:
+            raise ConfigError(f"the student's tokenizer lacks characters of task {self.task.name!r}: {bad}; "
+                              "use a checkpoint built for this task")
+        self.student = student.train()
+        self.ref = None
+        if cfg.kl_coef > 0 or cfg.lmbda_reward != 1.0:
+            # pi_ref = the initial student, frozen (G-OPD / Stable-OPD)
+            # (a LoRA student: the base model with its adapters disabled, no copy; see hf.reference_policy)
+            self.ref = reference_policy(student)
+        self.opt = torch.optim.AdamW(self.student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                     betas=(0.9, 0.99))
+        self.costs = CostMeter(count_params(self.student), count_params(self.teacher) if self.teacher else 0)
+        self.step_count = 0
+        self.nonfinite_in_row = 0
+        self._good = (0, self.costs.state_dict())    # (step, costs) after the last applied (finite) update
+        self._interruptible = False                  # may a SIGINT raise KeyboardInterrupt right now?
+        self._interrupt_pending = False              # a SIGINT arrived while it could not
+        self._sigint_installed = False
+        self.start_time = None
+        self.eval_problems = self.task.problems(cfg.eval_problems, seed=EVAL_SEED, split="test")
+        self._stop = threading.Event()
+        self._stop_reason = None
+        self.alarm = LengthAlarm(cfg.warn_truncation, cfg.warn_repetition, cfg.warn_rise, cfg.warn_window)
+        torch.manual_seed(cfg.seed)
+
+        # ---- run directory ------------------------------------------------------------------
+        self.run_dir = None
+        if cfg.out is not None:
+            self.run_dir = RunDir(cfg.out, {"config": cfg.to_dict()}, overwrite=cfg.overwrite,
+                                  resume=_resume_dir is not None)
+
+    # =========================================================================================
+    # one step
+    # =========================================================================================
+    def _lr(self, step: int) -> float:
+        w = self.cfg.warmup_steps
+        return self.cfg.lr * min(1.0, step / w) if w else self.cfg.lr
+
+    def _sample(self, model, problems, generator, temperature, top_p=None, top_k=None):
+        ids, mask = prompt_batch(self.tokenizer, problems, self.device, task=self.task)
+        return sample(model, ids, mask, max_new_tokens=self.cfg.max_new_tokens,
+                      eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id,
+                      temperature=temperature, top_p=top_p, top_k=top_k, generator=generator)
+
+    def _batch(self, k: int):
+        """(problems, rollout, on_policy) for step k."""
+        cfg = self.cfg
+        rng = random.Random(f"{cfg.seed}:{k}:problems")
+        gen = torch.Generator(device=self.device).manual_seed(_seed_for(cfg.seed, k, 1))
+        n_prompts = cfg.batch_size // cfg.num_generations
+        unique = [self.task.make_problem(rng, "train") for _ in range(n_prompts)]
+        problems = [p for p in unique for _ in range(cfg.num_generations)]   # groups contiguous
+        on_policy = cfg.source == "student" and (cfg.lmbda >= 1.0 or rng.random() < cfg.lmbda)
+        if on_policy:
+            r = self._sample(self.student, problems, gen, cfg.temperature, cfg.top_p, cfg.top_k)
+            self.costs.student_generate(int(r.completion_mask.sum()) + int(r.prompt_mask.sum()))
+        elif cfg.source == "teacher" and cfg.sft_data == "reference":
+            r = forced_rollout(self.tokenizer, problems, device=self.device, task=self.task)
+            self.costs.student_read(int(r.completion_mask.sum()) + int(r.prompt_mask.sum()))
+        else:   # teacher-written traces (sequence-level KD data, or GKD's off-policy batches)
+            r = self._sample(self.teacher, problems, gen, cfg.teacher_temperature)
+            self.costs.teacher_generate(int(r.completion_mask.sum()) + int(r.prompt_mask.sum()))
+            self.costs.student_read(int(r.completion_mask.sum()) + int(r.prompt_mask.sum()))
+        return unique, problems, r, on_policy
+
+    def step(self) -> dict:
+        """Run one update and return its record.
+
+        A step is all-or-nothing. An exception before the update is applied (a Ctrl-C / kernel interrupt
+        included) leaves the trainer as it was: no update, step counter and costs rolled back, no record.
+        The update and the counters then change together while the record is built (interrupts are held
+        for that stretch); an interrupt during the step's evaluation ends the evaluation early, the step
+        still counts, its record carries `eval/interrupted`, and `run()` stops after logging it (a direct
+        `step()` call raises KeyboardInterrupt after the step instead).
+        """
+        own = self._install_sigint()        # None inside run(), which installed it already
+        try:
+            return self._step(self.step_count + 1)
+        finally:
+            if own is not None:
+                self._restore_sigint(own)
+                if self._interrupt_pending:
+                    self._interrupt_pending = False
+                    raise KeyboardInterrupt
+
+    # ---- interrupts: SIGINT raises only where nothing is half-done ---------------------------
+    def _on_sigint(self, signum, frame):
+        if self._interruptible:
+            raise KeyboardInterrupt
+        self._interrupt_pending = True
+
+    def _install_sigint(self):
+        """Route SIGINT through `_on_sigint` (main thread, default Python handler only). Returns [old] or None."""
+        if self._sigint_installed or threading.current_thread() is not threading.main_thread():
+            return None
+        old = signal_mod.getsignal(signal_mod.SIGINT)
+        if not callable(old):           # SIG_IGN / SIG_DFL / set from C: leave it alone
+            return None
+        signal_mod.signal(signal_mod.SIGINT, self._on_sigint)
+        self._sigint_installed = True
+        return [old]
+
+    def _restore_sigint(self, saved) -> None:
+        signal_mod.signal(signal_mod.SIGINT, saved[0])
+        self._sigint_installed = False
+
+    def _step(self, k: int) -> dict:
+        cfg = self.cfg
+        if self.start_time is None:
+            self.start_time = time.time()
+        costs_before = self.costs.state_dict()
+        self._interruptible = True
+        try:
+            t0 = time.time()
+            unique, problems, r, on_policy = self._batch(k)
+            t_gen = time.time() - t0
+
+            # ---- signal: verifier on every completion, teacher on every token when needed --------
+            texts = decode_completions(self.tokenizer, r)
+            verdicts = [self.task.verify(p, t, truncated=tr)
+                        for p, t, tr in zip(problems, texts, r.truncated.tolist())]
+            rewards = torch.tensor([v.reward for v in verdicts], device=self.device)
+            mask = r.completion_mask
+            tokens_in_batch = int(r.prompt_mask.sum() + mask.sum())
+            t1 = time.time()
+            teacher_logits = None
+            if self.teacher_scores:
+                with torch.no_grad():
+                    teacher_logits = completion_logits(self.teacher, r).clamp(min=TEACHER_LOGIT_FLOOR)
+                self.costs.teacher_score(tokens_in_batch)
+            t_teacher = time.time() - t1
+
+            # ---- loss --------------------------------------------------------------------------
+            t2 = time.time()
+            s_logits = completion_logits(self.student, r)
+            self.costs.student_train(tokens_in_batch)
+            ids = r.completion_ids
+            s_lp = L.token_logprobs(s_logits, ids)
+            t_lp = L.token_logprobs(teacher_logits, ids) if teacher_logits is not None else None
+            ref_logits = None
+            if self.ref is not None:
+                with torch.no_grad():
+                    ref_logits = completion_logits(self.ref, r)
+                self.costs.student_forward(tokens_in_batch)
+            stats = {}
+            loss = self._loss(cfg, r, mask, rewards, s_logits, s_lp, teacher_logits, t_lp, ref_logits, stats)
+            if cfg.kl_coef > 0:
+                kl_ref, _ = L.kl_to_reference(s_logits, ref_logits, mask)
+                loss = loss + cfg.kl_coef * kl_ref
+                stats["ref/kl"] = kl_ref.item()
+            if cfg.sft_coef > 0:
+                gold = forced_rollout(self.tokenizer, unique, device=self.device, task=self.task)
+                g_tokens = int(gold.prompt_mask.sum() + gold.completion_mask.sum())
+                self.costs.student_read(g_tokens)
+                self.costs.student_train(g_tokens)
+                sft = L.cross_entropy_loss(completion_logits(self.student, gold), gold.completion_ids,
+                                           gold.completion_mask)
+                loss = loss + cfg.sft_coef * sft
+                stats["gold/sft_loss"] = sft.item()
+
+            # ---- gradient (guarded: a non-finite loss or gradient skips the update) ---------------
+            for g in self.opt.param_groups:
+                g["lr"] = self._lr(k)
+            self.opt.zero_grad(set_to_none=True)
+            skipped, gnorm = None, None
+            if not torch.isfinite(loss):
+                skipped = "non-finite loss"
+            else:
+                loss.backward()
+                gnorm = torch.nn.utils.clip_grad_norm_(self.student.parameters(), cfg.max_grad_norm)
+                if not torch.isfinite(gnorm):
+                    skipped = "non-finite gradient"
+        except BaseException:
+            self._interruptible = False
+            self.costs.load_state_dict(costs_before)        # nothing of this step happened
+            self.opt.zero_grad(set_to_none=True)
+            self.student.train()
+            raise
+        self._interruptible = False
+
+        # ---- commit: the update and the counters change together --------------------------------
+        if skipped is None:
+            self.opt.step()
+            stats["grad/norm"] = gnorm.item()
+        self.opt.zero_grad(set_to_none=True)
+        self.step_count = k
+        if skipped is None:
+            self.nonfinite_in_row = 0
+            self._good = (k, self.costs.state_dict())
+        else:
+            self.nonfinite_in_row += 1
+        t_update = time.time() - t2
+
+        # ---- record ---------------------------------------------------------------------------
+        lengths = r.lengths.float()
+        rec = {"step": k, "run": cfg.name, "method": cfg.method, "total_steps": cfg.steps,
+               "max_new_tokens": cfg.max_new_tokens, "lr": self._lr(k), "loss": loss.item(),
+               "batch/on_policy": on_policy,
+               "rollout/mean_length": lengths.mean().item(), "rollout/max_length": lengths.max().item(),
+               "rollout/truncated_frac": r.truncated.float().mean().item(),
+               "rollout/repetition_rate": repetition_rate(texts),
+               "reward/mean": rewards.mean().item(), "train/accuracy": sum(v.correct for v in verdicts) / len(verdicts)}
+        with torch.no_grad():
+            rec["policy/entropy"] = L.entropy(s_logits.detach(), mask)[0].item()
+            if t_lp is not None:
+                tok_r = (t_lp - s_lp.detach())
+                m = mask.bool()
+                rec["teacher/token_reward_mean"] = tok_r[m].mean().item()
+                rec["teacher/token_reward_neg_frac"] = (tok_r[m] < 0).float().mean().item()
+                rec["teacher/reverse_kl"] = L.full_reverse_kl(s_logits.detach(), teacher_logits, mask)[0].item()
+                rec["teacher/topk_overlap"] = L.topk_overlap(s_logits.detach(), teacher_logits,
+                                                             min(cfg.topk, s_logits.shape[-1]), mask).item()
+        rec.update(stats)
+        rec.update(self.costs.as_metrics())
+        rec.update({"time/generate_s": t_gen, "time/teacher_s": t_teacher, "time/update_s": t_update})
+        if skipped:
+            rec["nonfinite/skipped"] = 1
+            rec["nonfinite/reason"] = skipped
+            rec["nonfinite/consecutive"] = self.nonfinite_in_row
+            if gnorm is not None:
+                rec["grad/norm"] = gnorm.item()
+            if self.run_dir:
+                self.run_dir.log_event("skipped_update", why=skipped,
+                                       **{kk: v for kk, v in rec.items() if not kk.startswith("time/")})
+            if self.nonfinite_in_row >= cfg.max_nonfinite > 0:
+                self._stop_reason = (f"stopped after {self.nonfinite_in_row} consecutive non-finite updates "
+                                     f"(last: {skipped} at step {k}); the weights are those of step "
+                                     f"{self._good[0]}, the last good update, kept as the run's checkpoint. "
+                                     "Lower lr, check the teacher's logits, or raise max_nonfinite")
+                self._stop.set()
+        rec["samples"] = self._samples(problems, r, texts, verdicts, s_lp, t_lp)
+        warnings = self.alarm.update(rec)
+        if warnings:
+            rec["warning"] = "; ".join(warnings)
+            if self.run_dir:
+                self.run_dir.log_event("early_warning", step=k, message=rec["warning"])
+            if cfg.on_warning == "checkpoint" and self.run_dir:
+                self.save()
+            elif cfg.on_warning == "stop":
+                self.request_stop(f"early warning: {rec['warning']}")
+        if cfg.eval_every and (k % cfg.eval_every == 0 or k == cfg.steps):
+            self._interruptible = True
+            try:
+                rec.update(self.evaluate(step=k))
+            except KeyboardInterrupt:           # the step is done; only its evaluation is cut short
+                rec["eval/interrupted"] = 1
+                self._interrupt_pending = True
+                self.student.train()
+            finally:
+                self._interruptible = False
+        rec["time/step_s"] = time.time() - t0
+        rec["time/elapsed_s"] = time.time() - self.start_time
+        return rec
+
+    def _loss(self, cfg, r, mask, rewards, s_logits, s_lp, t_logits, t_lp, ref_logits, stats):
+        if cfg.loss == "ce":
+            weights = mask if cfg.signal == "dense" else mask * rewards[:, None]   # reward-filtered traces
+            if cfg.signal == "sparse":
+                stats["filter/kept_frac"] = (rewards > 0).float().mean().item()
+            return L.cross_entropy_loss(s_logits, r.completion_ids, weights)
+        if cfg.loss == "pg":
+            adv = L.grpo_advantages(rewards, cfg.num_generations, scale_rewards=cfg.scale_rewards)
+            stats["grpo/zero_adv_frac"] = L.zero_adv_frac(rewards, cfg.num_generations)
+            stats["grpo/credited_token_frac"] = ((adv != 0).float()[:, None] * mask).sum().item() / max(1.0, mask.sum().item())
+            return L.policy_gradient_loss(s_lp, s_lp.detach(), adv, mask, clip_eps=cfg.clip_eps,
+                                          reduction=cfg.reduction)
+        if cfg.loss == "sampled_token":
+            if cfg.lmbda_reward != 1.0:
+                ref_lp = L.token_logprobs(ref_logits, r.completion_ids)
+                adv = L.gopd_advantages(s_lp, t_lp, ref_lp, cfg.lmbda_reward)
+            else:
+                adv = L.opd_token_rewards(s_lp, t_lp)
+            if cfg.reward_clip is not None:
+                stats["reward/clipped_frac"] = ((adv < cfg.reward_clip).float() * mask).sum().item() / max(1.0, mask.sum().item())
+                adv = L.clip_rewards(adv, cfg.reward_clip)
+            if cfg.vopd:
+                _, kl_t = L.full_reverse_kl(s_logits.detach(), t_logits, mask)
+                adv = L.vopd_advantages(adv, kl_t)
+            adv = L.discounted_returns(adv, mask, cfg.gamma)
+            stats["opd/advantage_mean"] = L.masked_mean(adv, mask).item()
+            return L.sampled_token_opd_loss(s_lp, adv, mask, reduction=cfg.reduction)
+        if cfg.loss == "full_kl":
+            return L.full_reverse_kl(s_logits, t_logits, mask)[0]
+        if cfg.loss == "jsd":
+            return L.generalized_jsd(s_logits, t_logits, beta=cfg.beta, temperature=cfg.jsd_temperature, mask=mask)
+        if cfg.loss == "topk":
+            k = min(cfg.topk, s_logits.shape[-1])
+            return L.topk_reverse_kl(s_logits, t_logits, mask, k=k, renormalize=cfg.topk_renormalize,
+                                     sampled_ids=r.completion_ids if cfg.topk_include_sampled else None)[0]
+        raise ConfigError(f"unknown loss {cfg.loss!r}")
+
+    def _samples(self, problems, r, texts, verdicts, s_lp, t_lp) -> list[dict]:
+        out = []
+        n = min(self.cfg.num_samples, len(problems))
+        stride = max(1, len(problems) // max(n, 1))   # spread over groups rather than one prompt's G copies
+        for i in list(range(0, len(problems), stride))[:n]:
+            length = int(r.lengths[i])
+            ids = r.completion_ids[i, :length].tolist()
+            out.append({"prompt": problems[i].prompt, "tokens": token_strings(self.tokenizer, ids),
+                        "token_reward": None if t_lp is None else
+                        [round(float(x), 4) for x in (t_lp[i, :length] - s_lp[i, :length].detach()).tolist()],
+                        "student_logprob": [round(float(x), 4) for x in s_lp[i, :length].detach().tolist()],
+                        "correct": bool(verdicts[i].correct), "reward": float(verdicts[i].reward),
+                        "truncated": bool(r.truncated[i])})
+        return out
+
+    # =========================================================================================
+    # evaluation
+    # =========================================================================================
+    def evaluate(self, step: int | None = None, problems=None, model=None) -> dict:
+        """Held-out greedy accuracy (+ sampled accuracy at T=1), mean length, truncated fraction."""
+        model = model or self.student
+        probs = problems or self.eval_problems
+        g = evaluate(model, self.tokenizer, self.task, probs, max_new_tokens=self.cfg.max_new_tokens)
+        out = {"eval/accuracy": g["accuracy"], "eval/mean_length": g["mean_length"],
+               "eval/truncated_frac": g["truncated_frac"]}
+        if self.cfg.eval_sampled:
+            gen = torch.Generator(device=self.device).manual_seed(_seed_for(self.cfg.seed, step or 0, 2))
+            s = evaluate(model, self.tokenizer, self.task, probs, max_new_tokens=self.cfg.max_new_tokens,
+                         temperature=1.0, generator=gen)
+            out["eval/sampled_accuracy"] = s["accuracy"]
+        self.student.train()
+        return out
+
+    # =========================================================================================
+    # the loop
+    # =========================================================================================
+    def request_stop(self, reason: str = "stop requested") -> None:
+        """Ask the loop to end after the current step (thread-safe)."""
+        self._stop_reason = reason
+        self._stop.set()
+
+    def run(self, steps: int | None = None, callbacks=(), progress: bool = False) -> dict:
+        """Train until `cfg.steps` (or `steps` more), feeding each record to the callbacks.
+
+        Ends cleanly — metrics flushed, a checkpoint of the last completed step written, the reason in
+        status.json, on_end called — on completion, on a callback asking to stop (the dashboard's Stop
+        button), on Ctrl-C / kernel interrupt, on SIGTERM, and on an error (re-raised afterwards). After
+        `max_nonfinite` consecutive skipped updates it raises TrainingError, keeping the last good
+        checkpoint. Returns a summary.
+        """
+        cfg = self.cfg
+        target = cfg.steps if steps is None else min(cfg.steps, self.step_count + steps)
+        callbacks = list(callbacks)
+        writer = None
+        if self.run_dir is not None:
+            writer = RunDirWriter(self.run_dir)
+            callbacks.insert(0, writer)
+        if progress:
+            callbacks.append(ProgressPrinter())
+        info = {"run": cfg.name, "method": cfg.method, "total_steps": cfg.steps, "max_new_tokens": cfg.max_new_tokens,
+                "start_step": self.step_count, "config": cfg.to_dict()}
+        self._stop.clear()
+        self._stop_reason = None
+        self._interrupt_pending = False
+        old_term = old_int = None
+        if threading.current_thread() is threading.main_thread():
+            old_term = signal_mod.signal(signal_mod.SIGTERM, lambda *_: self.request_stop("SIGTERM"))
+            old_int = self._install_sigint()
+        reason, error, last = "completed", None, None
+        try:
+            try:
+                for cb in callbacks:
+                    if hasattr(cb, "on_start"):
+                        cb.on_start(info)
+                if self.run_dir:
+                    self.run_dir.write_status("running", step=self.step_count)
+                while self.step_count < target:
+                    rec = self.step()
+                    last = rec
+                    for cb in callbacks:
+                        if not hasattr(cb, "on_step"):
+                            continue
+                        self._interruptible = cb is not writer      # the record is logged whole or not at all
+                        try:
+                            if cb.on_step(rec):
+                                self.request_stop(f"stopped by {type(cb).__name__}")
+                        except StopTraining as e:
+                            self.request_stop(str(e) or f"stopped by {type(cb).__name__}")
+                        finally:
+                            self._interruptible = False
+                    if (cfg.save_every and self.step_count % cfg.save_every == 0 and self.run_dir
+                            and self.nonfinite_in_row == 0):
+                        self.save()
+                    if self._interrupt_pending:
+                        reason = "interrupted"
+                        break
+                    if self._stop.is_set():
+                        reason = "stopped"
+                        break
+            except KeyboardInterrupt:
+                reason = "interrupted"
+            except BaseException as e:          # record why, keep what we have, then re-raise
+                reason, error = "error", e
+            self._interruptible = False
+            if reason == "stopped" and self.nonfinite_in_row >= cfg.max_nonfinite > 0:
+                reason = "nonfinite"
+            if reason == "interrupted":
+                self._stop_reason = f"interrupted (KeyboardInterrupt) after step {self.step_count}"
+            summary = self.summary(last)
+            summary.update({"reason": reason, "message": self._stop_reason or (repr(error) if error else reason)})
+            if self.run_dir:
+                ck = None
+                try:
+                    ck = self._save_last_good() if reason == "nonfinite" else self.save()
+                except Exception as e:
+                    if error is None:
+                        error, reason = e, "error"
+                        summary.update({"reason": reason, "message": repr(e)})
+                self.run_dir.write_status(reason, step=self.step_count, message=summary["message"],
+                                          checkpoint=ck.name if ck is not None else None)
+                self.run_dir.log_event("ended", reason=reason, step=self.step_count, message=summary["message"])
+            for cb in callbacks:
+                if hasattr(cb, "on_end"):
+                    try:
+                        cb.on_end(summary)
+                    except Exception:
+                        pass
+        finally:
+            self._interruptible = False
+            if self.run_dir is not None:
+                self.run_dir.close()            # release the lock: the directory can be resumed now
+            if old_int is not None:
+                self._restore_sigint(old_int)
+            if old_term is not None:
+                signal_mod.signal(signal_mod.SIGTERM, old_term)
+            self._interrupt_pending = False
+        if error is not None:
+            raise error
+        if reason == "nonfinite":
+            raise TrainingError(summary["message"])
+        return summary
+
+    def summary(self, last: dict | None = None) -> dict:
+        s = {"run": self.cfg.name, "method": self.cfg.method, "step": self.step_count,
+             "student_tokens": self.costs.student_tokens, "teacher_tokens": self.costs.teacher_tokens,
+             "flops": self.costs.flops, "wall_s": (time.time() - self.start_time) if self.start_time else 0.0}
+        if last is not None and "eval/accuracy" in last:
+            s["final_eval_accuracy"] = last["eval/accuracy"]
+        return s
+
+    # =========================================================================================
+    # checkpoints and resume
+    # =========================================================================================
+    def save(self) -> Path | None:
+        """Checkpoint the current step into the run directory, atomically (temp dir, then rename).
+
+        Holds the student (safetensors) and tokenizer, the optimizer state, costs, counters and the RNG
+        states; the learning-rate schedule is a pure function of the step, so the step restores it.
+        """
+        if self.run_dir is None:
+            return None
+        was_open = self.run_dir.is_open
+        try:
+            return self._save(self.step_count, self.costs.state_dict(), self.nonfinite_in_row, self._good)
+        finally:
+            if not was_open:
+                self.run_dir.close()
+
+    def _save_last_good(self) -> Path | None:
+        """After a run of skipped updates the weights and optimizer are still those of the last good step:
+        make sure a checkpoint of that step exists (never one of a skipped step)."""
+        g_step, g_costs = self._good
+        ck = latest_checkpoint(self.run_dir.path)
+        if ck is not None and int(ck.name.split("_")[-1]) >= g_step:
+            return ck
+        return self._save(g_step, g_costs, 0, self._good)
+
+    def _save(self, step: int, costs: dict, nonfinite_in_row: int, good) -> Path:
+        import shutil
+        tmp = self.run_dir.path / "checkpoints" / f".tmp_step_{step:06d}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        self.student.save_pretrained(tmp, safe_serialization=True)
+        self.tokenizer.save_pretrained(tmp)
+        rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        torch.save({"step": step, "optimizer": self.opt.state_dict(), "costs": costs,
+                    "nonfinite_in_row": nonfinite_in_row, "good_step": good[0], "good_costs": good[1],
+                    "elapsed_s": (time.time() - self.start_time) if self.start_time else 0.0, "rng": rng},
+                   tmp / "trainer_state.pt")
+        return self.run_dir.commit_checkpoint(tmp, step)
+
+    def close(self) -> None:
+        """Release the run directory (files and lock); a later write re-acquires it."""
+        if self.run_dir is not None:
+            self.run_dir.close()
+
+    @classmethod
+    def resume(cls, run_dir, steps: int | None = None) -> "Trainer":
+        """Rebuild a trainer from a run directory's config and its latest checkpoint.
+
+        Model, optimizer, costs, counters and RNG states come back; the per-step randomness is a function
+        of (seed, step), so the resumed run repeats exactly what an uninterrupted one would have done.
+        Steps logged after the checkpoint are dropped from metrics.jsonl / samples.jsonl (they are re-run).
+        """
+        run_dir = Path(run_dir)
+        if not run_dir.is_dir():
+            raise FileNotFoundError(f"cannot resume {str(run_dir)!r}: no such run directory")
+        cfg = TrainConfig.from_dict(load_config(run_dir)["config"])
+        if steps is not None:
+            cfg.steps = steps
+        for role in ("student", "teacher"):
+            if getattr(cfg, role) == "<object>":
+                raise ConfigError(f"cannot resume {str(run_dir)!r}: its {role} was passed as a model object, which "
+                                  "a run directory cannot rebuild; train from checkpoint directories or zoo names "
+                                  "to make a run resumable")
+        ck = latest_checkpoint(run_dir)
+        if ck is None:
+            raise FileNotFoundError(f"{str(run_dir)!r} has no checkpoint to resume from; start a new run instead")
+        cfg.out = str(run_dir)
+        student_dir = str(ck)
+        trainer = cls(replace_cfg(cfg, student=student_dir), _resume_dir=str(run_dir))
+        trainer.cfg.student = cfg.student
+        state = torch.load(ck / "trainer_state.pt", map_location=trainer.device, weights_only=False)
+        trainer.opt.load_state_dict(state["optimizer"])
+        trainer.costs.load_state_dict(state["costs"])
+        trainer.step_count = state["step"]
+        trainer.nonfinite_in_row = state["nonfinite_in_row"]
+        trainer._good = (state.get("good_step", state["step"]), state.get("good_costs", state["costs"]))
+        trainer.start_time = time.time() - state.get("elapsed_s", 0.0)
+        rng = state.get("rng") or {}
+        if "torch" in rng:
+            torch.set_rng_state(rng["torch"].cpu())
+        if "python" in rng:
+            random.setstate(rng["python"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([t.cpu() for t in rng["cuda"]])
+        if trainer.ref is not None:
+            # pi_ref is the *initial* student, not the checkpoint
+            init, _ = _load("reference (initial student)", cfg.student, str(trainer.device), trainable=False)
+            trainer.ref = init
+        trainer.run_dir.truncate_after(trainer.step_count)
+        trainer.run_dir.log_event("resumed", step=trainer.step_count, checkpoint=ck.name)
+        return trainer
+
+
+def replace_cfg(cfg: TrainConfig, **kw) -> TrainConfig:
+    from dataclasses import replace
+    return replace(cfg, **kw)
+
+
+class ProgressPrinter:
+    """Callback: one line per step (or every `every` steps) with the headline numbers."""
+
+    def __init__(self, every: int = 10):
+        self.every = every
+
+    def on_step(self, rec):
+        if rec["step"] % self.every and rec["step"] != rec["total_steps"] and "eval/accuracy" not in rec:
+            return
+        parts = [f"[{rec['run']}] step {rec['step']}/{rec['total_steps']}", f"loss {rec['loss']:.4f}",
+                 f"len {rec['rollout/mean_length']:.1f}", f"train_acc {rec['train/accuracy']:.2f}"]
+        if "teacher/reverse_kl" in rec:
+            parts.append(f"rkl {rec['teacher/reverse_kl']:.3f}")
+        if "eval/accuracy" in rec:
+            parts.append(f"EVAL {rec['eval/accuracy']:.3f}")
+        parts.append(f"{rec['time/elapsed_s']:.0f}s")
+        print("  ".join(parts), flush=True)
