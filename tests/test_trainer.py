@@ -25,7 +25,7 @@ from workbench.trainer import Trainer
 REPO = Path(__file__).resolve().parents[1]
 TASK = get_task("addition")
 MAX_NEW = TASK.max_new_tokens
-SMALL = dict(batch_size=8, eval_problems=16, eval_every=2, steps=2)
+SMALL = dict(batch_size=8, eval_problems=16, eval_every=2, steps=2, device="cpu")   # exactness: on CPU
 FRACTIONS = ("rollout/truncated_frac", "rollout/repetition_rate", "reward/mean", "train/accuracy",
              "eval/accuracy", "eval/sampled_accuracy", "eval/truncated_frac", "teacher/token_reward_neg_frac",
              "teacher/topk_overlap", "grpo/zero_adv_frac", "grpo/credited_token_frac", "filter/kept_frac")
@@ -35,7 +35,7 @@ COMMON = ("step", "run", "method", "total_steps", "max_new_tokens", "loss", "rol
           "cost/flops", "time/generate_s", "time/teacher_s", "time/update_s", "time/step_s", "time/elapsed_s")
 EVAL = ("eval/accuracy", "eval/sampled_accuracy", "eval/mean_length", "eval/truncated_frac")
 TEACHER = ("teacher/token_reward_mean", "teacher/token_reward_neg_frac", "teacher/reverse_kl", "teacher/topk_overlap")
-SCORED_BY_TEACHER = {"opd", "gkd", "exopd", "stable_opd"}
+SCORED_BY_TEACHER = {"opd", "opd_full", "gkd", "exopd", "stable_opd"}
 
 
 def small(method, **kw):

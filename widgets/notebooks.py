@@ -66,7 +66,13 @@ def main(argv=None) -> int:
     r.add_argument("--size", default="full", choices=["smoke", "full"])
     r.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
     sub.add_parser("list")
+    res = sub.add_parser("results", help="render results.json files of executed notebooks as Markdown")
+    res.add_argument("dirs", nargs="+", help="output folders of `run` (or results.json files)")
+    res.add_argument("--write", default=None, help="write the Markdown to this file (default: print it)")
+    res.add_argument("--command", default=None, help="the command that produced the results (shown verbatim)")
     ns = p.parse_args(argv)
+    if ns.cmd == "results":
+        return results_main(ns)
     if ns.cmd == "list":
         print("\n".join(notebook_names()))
         return 0
@@ -81,6 +87,106 @@ def main(argv=None) -> int:
             print(f"  figure: {f.resolve()}")
         if not figs:
             print(f"  (no HTML figures under {Path(ns.out) / name})")
+    return 0
+
+
+# ---- results.json -> Markdown (docs/results.md) ------------------------------------------------
+def _fmt(v) -> str:
+    from workbench.claims import fmt
+    if isinstance(v, list):
+        if len(v) > 12:
+            return f"[{len(v)} values]"
+        return "[" + ", ".join(_fmt(x) for x in v) + "]"
+    if isinstance(v, str):
+        return v.replace("|", "\\|")
+    return fmt(v)
+
+
+def _is_table(d) -> bool:
+    """A dict of dicts with mostly scalar values: render as one table (rows = outer keys)."""
+    return (isinstance(d, dict) and len(d) > 0 and all(isinstance(v, dict) for v in d.values())
+            and all(any(not isinstance(x, (dict, list)) for x in v.values()) for v in d.values()))
+
+
+def _table(d: dict, skip=("curve",)) -> list[str]:
+    cols = []
+    for v in d.values():
+        for k, x in v.items():
+            if k not in cols and k not in skip and not isinstance(x, (dict, list)):
+                cols.append(k)
+    lines = ["| | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for name, v in d.items():
+        lines.append(f"| {name} | " + " | ".join(_fmt(v.get(c)) for c in cols) + " |")
+    return lines
+
+
+def _flatten(d, prefix="") -> list[tuple[str, object]]:
+    out = []
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and not _is_table(v):
+            out += _flatten(v, key + ".")
+        elif not isinstance(v, dict):
+            out.append((key, v))
+    return out
+
+
+def results_markdown(paths, command: str | None = None, title: str = "Measured results of the notebooks") -> str:
+    """Markdown for docs/results.md from `results.json` files (or folders holding NAME/results.json)."""
+    import json
+    files = []
+    for p in map(Path, paths):
+        files += [p] if p.is_file() else sorted(p.glob("*/results.json"))
+    docs = [json.loads(f.read_text(encoding="utf-8")) for f in files]
+    docs.sort(key=lambda d: d.get("notebook", ""))
+    if not docs:
+        raise FileNotFoundError(f"no results.json under {[str(p) for p in paths]}")
+    sizes = sorted({d.get("size") for d in docs})
+    lines = [f"# {title}", "",
+             "Every number below was computed by the notebook named in its heading, at the size shown, and",
+             "written to `results.json` in its run directory; nothing here is typed by hand. Claims marked",
+             "✓ held in that run, ✗ did not; each lists the measured evidence next to it.", ""]
+    if command:
+        lines += ["Produced by:", "", "```bash", command, "```", ""]
+    m = docs[0].get("machine", {})
+    lines += [f"Size: {', '.join(map(str, sizes))}. Machine: {m.get('cpus')} CPUs, torch {m.get('torch')}, "
+              f"{m.get('threads')} threads, device {m.get('device')}, {m.get('platform')}.", ""]
+    lines += ["| notebook | wall time (s) | load avg at end | claims |", "|---|---|---|---|"]
+    for d in docs:
+        lines.append(f"| {d['notebook']} | {_fmt(d.get('wall_s'))} | {_fmt((d.get('machine') or {}).get('loadavg_1m'))} "
+                     f"| {d.get('claims_summary', '')} |")
+    lines.append("")
+    mark = {"shown": "✓", "not_shown": "✗", "not_measured": "?", "not_evaluated": "·"}
+    for d in docs:
+        lines += [f"## {d['notebook']}", "",
+                  f"size `{d.get('size')}`, executed {d.get('created')}, {_fmt(d.get('wall_s'))} s of cells.", ""]
+        if d.get("claims"):
+            lines += ["**Claims**", ""]
+            for c in d["claims"]:
+                ev = ", ".join(f"{k} = {_fmt(v)}" for k, v in (c.get("evidence") or {}).items())
+                src = f" (source: {c['source']})" if c.get("source") else ""
+                lines.append(f"- {mark.get(c.get('status'), '?')} {c['text']}{src}" + (f" — {ev}" if ev else ""))
+            lines.append("")
+        nums = d.get("numbers") or {}
+        tables = {k: v for k, v in nums.items() if _is_table(v)}
+        flat = _flatten({k: v for k, v in nums.items() if k not in tables})
+        if flat:
+            lines += ["**Numbers**", "", "| quantity | value |", "|---|---|"]
+            lines += [f"| {k} | {_fmt(v)} |" for k, v in flat]
+            lines.append("")
+        for k, v in tables.items():
+            lines += [f"**{k}**", ""] + _table(v) + [""]
+    return "\n".join(lines)
+
+
+def results_main(ns) -> int:
+    command = ns.command or ("python -m widgets.notebooks run all --size full --out " + " ".join(ns.dirs))
+    text = results_markdown(ns.dirs, command=command)
+    if ns.write:
+        Path(ns.write).write_text(text, encoding="utf-8")
+        print(f"wrote {ns.write}")
+    else:
+        print(text)
     return 0
 
 

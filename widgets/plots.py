@@ -139,13 +139,13 @@ def grouped_bars(values: dict[str, dict[str, float]], title: str, y_title: str, 
 
 
 # --- 03: sparse credit ----------------------------------------------------------------------
-def credit_bars(audits: dict[str, dict], opd_reward: dict | None = None,
+def credit_bars(audits: dict[str, dict], note_opd: bool = True,
                 title: str = "Where credit lands: GRPO's one reward per rollout") -> go.Figure:
     cats = {"zero-advantage groups": "zero_adv_frac", "tokens that receive credit": "credited_token_frac",
             "blamed tokens that were correct steps": "blamed_correct_frac"}
     vals = {name: {c: a.get(k) for c, k in cats.items()} for name, a in audits.items()}
     fig = grouped_bars(vals, title, "fraction", y_range=[0, 1.15], pct=True)
-    if opd_reward is not None:
+    if note_opd:
         fig.add_annotation(text="OPD: every sampled token gets its own teacher reward (credited fraction = 100%)",
                            xref="paper", yref="paper", x=0, y=1.08, showarrow=False, align="left")
     return fig

@@ -117,7 +117,10 @@ class Claims:
             self._echo(line)
         return item
 
-    __call__ = claim
+    def __call__(self, text: str, holds: bool | None, evidence: dict | None = None, *,
+                 source: str | None = None) -> None:
+        """Same as `claim`, returning nothing (so a notebook cell ending with a claim shows no dict)."""
+        self.claim(text, holds, evidence, source=source)
 
     def counts(self) -> dict:
         out = {"shown": 0, "not_shown": 0, "not_measured": 0, "not_evaluated": 0}

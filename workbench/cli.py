@@ -150,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--model", default=None, help="zoo name or checkpoint directory")
     b.add_argument("--repeats", type=int, default=5)
     b.add_argument("--device", default="auto")
+    b.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench)
     return p

@@ -88,7 +88,8 @@ def compare(task: str = "addition", budget_tokens: int = DEFAULT_BUDGET, methods
 
 
 # a small learning-rate grid per method (fair tuning: same budget, best of each reported)
-DEFAULT_SWEEP = {"sft": (1e-4, 3e-4, 1e-3), "grpo": (1e-5, 3e-5, 1e-4), "opd": (1e-4, 3e-4, 1e-3)}
+DEFAULT_SWEEP = {"sft": (3e-4, 1e-3), "grpo": (1e-5, 3e-5, 1e-4), "opd": (3e-4, 1e-3, 3e-3),
+                 "opd_full": (3e-4, 1e-3, 3e-3)}
 
 
 def sweep(task: str = "addition", budget_tokens: int = DEFAULT_BUDGET, grid: dict | None = None, seed: int = 0,

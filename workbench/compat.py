@@ -41,7 +41,7 @@ class Finding:
         return f"[{self.level}] {self.what}" + (f"\n    fix: {self.fix}" if self.fix else "")
 
 
-@dataclass
+@dataclass(repr=False)
 class CompatReport:
     teacher: str
     student: str
@@ -81,6 +81,8 @@ class CompatReport:
         if self.teacher_logits_slice is not None:
             head += f"; teacher logits cut to the first {self.teacher_logits_slice}"
         return "\n".join([head] + [f"  {f}".replace("\n", "\n  ") for f in self.findings])
+
+    __repr__ = __str__
 
     def _repr_html_(self) -> str:
         import html

@@ -37,6 +37,8 @@ PRESETS: dict[str, dict] = {
     "grpo": dict(source="student", signal="sparse", loss="pg", num_generations=8, lr=5e-5),
     # on-policy, dense: on-policy distillation (sampled-token reverse KL as a per-token reward)
     "opd": dict(source="student", signal="dense", loss="sampled_token", lr=3e-4),
+    # the same corner with the analytic full-vocabulary reverse KL instead of the sampled-token estimator
+    "opd_full": dict(source="student", signal="dense", loss="full_kl", lr=1e-3),
     # GKD (Agarwal et al. 2023): generalised JSD, half the batches on-policy
     "gkd": dict(source="student", signal="dense", loss="jsd", beta=0.5, lmbda=0.5, lr=3e-4),
     # ExOPD (2602.12125): reward extrapolated past the teacher, pi_ref = initial student

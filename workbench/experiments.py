@@ -35,7 +35,7 @@ from .analysis import column_steps
 from .batching import decode_completions, prompt_batch
 from .config import TrainConfig
 from .evaluation import evaluate
-from .models import pick_device
+from .models import count_params, pick_device
 from .rollout import completion_logits, sample
 from .tasks import get_task
 from .tokenizer import token_strings, vocab_mismatch
@@ -179,12 +179,20 @@ def load_models(task: str = "addition", device: str = "auto", teacher: str | Non
     t_name, s_name = zoo.default_pair(task_obj.name) if (teacher is None or student is None) else (teacher, student)
     t_name, s_name = teacher or t_name, student or s_name
     t_model, t_tok = zoo.load(t_name, device=str(dev), trainable=False)
-    s_model, s_tok = zoo.load(s_name, device=str(dev), trainable=False)
+    s_model, s_tok = zoo.load(s_name, device=str(dev), trainable=True)   # trainable: gradient analyses need it
     problem = vocab_mismatch(t_tok, s_tok)
     if problem:
         raise ValueError(f"teacher and student tokenizers differ: {problem}")
     return SimpleNamespace(task=task_obj, teacher=t_model.eval(), student=s_model.eval(), tokenizer=s_tok,
                            device=dev, teacher_name=t_name, student_name=s_name)
+
+
+def model_row(role: str, name: str, model, metrics: dict | None = None) -> dict:
+    """A table row describing a model: role, checkpoint, parameters, layers, width, and given metrics."""
+    cfg = model.config
+    return {"role": role, "checkpoint": str(name), "params": count_params(model),
+            "layers": getattr(cfg, "num_hidden_layers", None), "width": getattr(cfg, "hidden_size", None),
+            **(metrics or {})}
 
 
 def evaluate_model(model, tokenizer, task, problems, sampled: bool = True, seed: int = 0) -> dict:
@@ -319,6 +327,21 @@ def column_error_profile(task, problems, completions: list[str]) -> dict:
             "clean_n": [clean.get(k, (0, 0))[0] for k in cols], "after_n": [after.get(k, (0, 0))[0] for k in cols],
             "before": ec / nc if nc else float("nan"), "after": ea / na if na else float("nan"),
             "n_columns_after": na, "n_with_error": n_err, "n": len(problems)}
+
+
+def error_profile(task, rows: list[dict]) -> dict:
+    """`column_error_profile` of a `rollout_table`'s rows."""
+    return column_error_profile(task, [r["problem"] for r in rows], [r["completion"] for r in rows])
+
+
+def continued(curve: list[dict], after: list[dict]) -> list[dict]:
+    """Shift a continuation run's curve so that it starts where the run `after` ended
+    (step, tokens, FLOPs and training time all accumulate)."""
+    if not after:
+        return list(curve)
+    end = after[-1]
+    keys = ("step", "student_tokens", "teacher_tokens", "flops", "train_s")
+    return [{**c, **{k: c.get(k, 0) + end.get(k, 0) for k in keys}} for c in curve]
 
 
 def _first_mistake_column(task, problem, completion: str) -> int | None:

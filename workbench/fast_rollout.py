@@ -1,32 +1,31 @@
 """A fast decoding loop for Llama/Qwen2-style models: static KV cache, no per-token HF machinery.
 
-`workbench.rollout.sample(..., engine="auto")` uses this engine when
-`unsupported_reason(model)` is None, and the generic loop (`engine="hf"`,
-a `DynamicCache` + `model(...)` per token) otherwise: GPT-2 and other
-architectures, peft/LoRA-wrapped models, models with hooks or non-`nn.Linear`
-projections, sliding-window layers, attention implementations other than sdpa.
+`workbench.rollout.sample(..., engine="auto")` (the default) uses this engine when
+`unsupported_reason(model)` is None, and the generic loop (`engine="hf"`: a `DynamicCache` and
+`model(...)` per token) otherwise: GPT-2 and other architectures, peft/LoRA-wrapped models, models with
+hooks, non-`nn.Linear` projections or parameters on several devices, sliding-window layers, attention
+implementations other than sdpa.
 
-What it does differently from calling `model(...)` per token (on our tiny
-models the per-token framework overhead, not arithmetic, dominates):
-  * the KV cache is preallocated once per call as static tensors
-    [layers, batch, kv_heads, prompt + max_new_tokens, head_dim]; each step
-    writes one slot in place and attends over a view of the filled prefix
-    (no `torch.cat`, no Cache objects, no per-step mask construction: the
-    padding mask is one preallocated bool buffer, sliced);
-  * the model's own weights and submodules (embedding, rotary embedding,
-    norms' weights, q/k/v/o and MLP projections) are called through
-    `F.linear`/`F.embedding` directly, skipping module-call, decorator and
-    output-dataclass overhead; the computation is the same op sequence as the
-    HF modules (RMSNorm, rotary, SDPA with the same GQA/mask choices), so
-    greedy output equals `model.generate` and log-probs match (tested);
-  * token and log-prob buffers are preallocated; the loop stops as soon as
-    every sample has emitted EOS.
-  * optional (`cuda_graph=True`, CUDA only): each decode step is captured once
-    in a CUDA graph over the full static cache with a mask, and replayed.
+What it does instead of calling `model(...)` per token:
+  * the KV cache is preallocated once per call, [layers, batch, prompt + max_new_tokens, kv_heads*head_dim];
+    each step writes one slot in place and attends over the filled prefix (no `torch.cat` of the whole
+    cache per step, no Cache objects, no per-step mask construction: padding is one preallocated buffer);
+  * the model's own parameters are used directly (`torch.mm`/`F.embedding` on the embedding, norm, q/k/v/o
+    and MLP weights, the rotary module's own cos/sin), with q/k/v and gate/up fused into one matmul each
+    for small models: the HF modules' op sequence minus module-call, decorator, mask and output overhead;
+  * decode attention on CPU is two small batched GEMMs per layer (scores of all heads of a row against a
+    block-diagonal query matrix, then values), several times faster than SDPA's kernel at query length 1;
+    prefill and the CUDA path make the same SDPA calls transformers makes;
+  * rows that have ended are dropped from the batch as they end (compaction), the loop stops when every
+    row has ended, and on CPU the batch is decoded in chunks of DEFAULT_CPU_ROW_CHUNK rows so that a
+    chunk's KV cache stays in the CPU caches;
+  * optional (`cuda_graph=True`, CUDA only): the decode step is captured once in a CUDA graph (static
+    shapes: attention over the whole cache behind a mask) and replayed.
 
-The sampling procedure (softmax of the filtered, tempered logits, then one
-`torch.multinomial` call per step with the caller's generator) is the one the
-generic loop uses, so both engines draw from exactly the model's distribution.
+Exactness (tests/test_fast_rollout.py): greedy output equals `model.generate`; stored log-probs equal a
+re-scoring forward to float noise; sampling uses the generic loop's procedure (softmax of the filtered,
+tempered logits, one `torch.multinomial` per step with the caller's generator), so sampled frequencies
+match the model's exact distribution. Speed: `python -m workbench bench rollout` (docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -34,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 SUPPORTED_TYPES = ("llama", "qwen2")
+SUPPORTED_CLASSES = ("LlamaForCausalLM", "Qwen2ForCausalLM")
 
 
 def unsupported_reason(model) -> str | None:
@@ -46,6 +46,11 @@ def unsupported_reason(model) -> str | None:
     mt = getattr(cfg, "model_type", None)
     if mt not in SUPPORTED_TYPES:
         return f"model_type {mt!r} not in {SUPPORTED_TYPES}"
+    if type(model).__name__ not in SUPPORTED_CLASSES:
+        return f"class {type(model).__name__} (supported: {', '.join(SUPPORTED_CLASSES)}, exactly)"
+    devices = {p.device for p in model.parameters()}
+    if len(devices) != 1:
+        return f"parameters on {len(devices)} devices"
     inner = getattr(model, "model", None)
     for name in ("embed_tokens", "layers", "norm", "rotary_emb"):
         if inner is None or not hasattr(inner, name):
@@ -97,14 +102,16 @@ def _rms_exact(x, w, eps):
     return w * h.to(dt)
 
 
-def _rms_fused(x, w, eps):
-    # one kernel; bitwise equal to _rms_exact for float32 (checked in tests and in _Plan)
-    return F.rms_norm(x, (x.shape[-1],), w, eps)
+def _rms_fp32(x, w, eps):
+    # _rms_exact without its (no-op for float32) casts: the same ops on the same values, fewer dispatches
+    # than F.rms_norm, whose CPU implementation is itself a composite that adds casts
+    return w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
 
 
 class _Plan:
     """What one call needs from the model: its parameters (q/k/v and gate/up concatenated into one matmul
-    each), dimensions, and the rotary cos/sin table. Built per call, so optimiser updates are always seen."""
+    each; transposed views for `torch.mm`, which is what `F.linear` runs on 2-D inputs), dimensions, and the
+    rotary table. Built per call (cheap), so optimiser updates between calls are always seen."""
 
     def __init__(self, model, max_len: int, device):
         inner, cfg = model.model, model.config
@@ -116,70 +123,104 @@ class _Plan:
         self.scaling = a0.scaling
         self.embed = inner.embed_tokens.weight
         self.dtype = self.embed.dtype
-        self.rms = _rms_fused if self.dtype == torch.float32 else _rms_exact
+        self.rms = _rms_fp32 if self.dtype == torch.float32 else _rms_exact
         self.norm_w, self.norm_eps = inner.norm.weight, inner.norm.variance_epsilon
-        self.lm_w, self.lm_b = model.lm_head.weight, model.lm_head.bias
+        # Small models (the per-call copies cost well under a millisecond): q/k/v and gate/up fused into one
+        # matmul each, and on CPU every weight as a contiguous [in, out] copy (MKL's mm is faster on those than
+        # on transposed views: 2x at one row, 5-40% at 32-256 rows). Larger models: transposed views, no
+        # copies (a per-call copy of their weights would cost more than the dispatches it saves).
+        small = sum(p.numel() for p in model.parameters()) <= FUSE_MAX_PARAMS
+        copy = small and torch.device(device).type != "cuda"
+
+        def wt(*ws):
+            if small and len(ws) > 1:
+                return torch.cat([w.t() for w in ws], 1).contiguous()
+            if len(ws) > 1:
+                return tuple(w.t() for w in ws)
+            return ws[0].t().contiguous() if copy else ws[0].t()
+
+        def bias(*bs):
+            if bs[0] is None:
+                return None
+            return torch.cat(bs, 0) if small else (bs if len(bs) > 1 else bs[0])
+
+        self.lm_wt, self.lm_b = wt(model.lm_head.weight), model.lm_head.bias
         self.rotary = inner.rotary_emb
         self.layers = []
         for layer in inner.layers:
             a, m = layer.self_attn, layer.mlp
-            qkv_w = torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight], 0)
-            qkv_b = (torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias], 0)
-                     if a.q_proj.bias is not None else None)
-            gu_w = torch.cat([m.gate_proj.weight, m.up_proj.weight], 0)
-            gu_b = torch.cat([m.gate_proj.bias, m.up_proj.bias], 0) if m.gate_proj.bias is not None else None
             act = F.silu if type(m.act_fn).__name__ in ("SiLUActivation", "SiLU") else m.act_fn
-            self.layers.append((layer.input_layernorm.weight, layer.input_layernorm.variance_epsilon, qkv_w, qkv_b,
-                                a.o_proj.weight, a.o_proj.bias, layer.post_attention_layernorm.weight,
-                                layer.post_attention_layernorm.variance_epsilon, gu_w, gu_b, m.down_proj.weight,
-                                m.down_proj.bias, act, m.gate_proj.weight.shape[0]))
+            self.layers.append((layer.input_layernorm.weight, layer.input_layernorm.variance_epsilon,
+                                wt(a.q_proj.weight, a.k_proj.weight, a.v_proj.weight),
+                                bias(a.q_proj.bias, a.k_proj.bias, a.v_proj.bias),
+                                wt(a.o_proj.weight), a.o_proj.bias,
+                                layer.post_attention_layernorm.weight, layer.post_attention_layernorm.variance_epsilon,
+                                wt(m.gate_proj.weight, m.up_proj.weight), bias(m.gate_proj.bias, m.up_proj.bias),
+                                wt(m.down_proj.weight), m.down_proj.bias, act, m.gate_proj.weight.shape[0]))
         self.n_layers = len(self.layers)
-        # rotary table for positions [0, max_len): the rotary module's own output, looked up per step
-        # (elementwise in the position, so identical to calling it per step). Non-default rope types
-        # (dynamic scaling depends on the sequence) call the module every step instead.
+        # rotary table [max_len, 2, D]: (cos, sin with rotate_half's sign folded in) from the rotary module itself
+        # (elementwise in the position, so a lookup equals calling it per step). rotate_half(x) * sin ==
+        # swap_halves(x) * sin_signed exactly. Dynamic rope types (their frequencies depend on the largest
+        # position in the batch so far: stateful, batch-dependent) call the module every step instead, and
+        # the whole batch is decoded together, without compaction, as `generate` does.
         self.table = None
         rope = getattr(cfg, "rope_parameters", None) or {}
-        if rope.get("rope_type", "default") == "default":
-            pos = torch.arange(max_len, device=device)[None]
-            cos, sin = self.rotary(self.embed[:1][None], pos)
-            half = self.D // 2
-            sin_signed = torch.cat([-sin[..., :half], sin[..., half:]], -1)   # rotate_half(x)*sin == roll(x)*this
-            self.table = (cos[0], sin[0], sin_signed[0])
-        # head -> kv head selection for the block-diagonal decode attention (GQA included)
+        rope_type = str(rope.get("rope_type", "default"))
+        self.dynamic_rope = "dynamic" in rope_type or rope_type == "longrope"
+        if not self.dynamic_rope:
+            cos, sin = self.rotary(self.embed[:1][None], torch.arange(max_len, device=device)[None])
+            self.table = torch.stack([cos[0], self._signed(sin[0])], 1).reshape(max_len, 2 * self.D)
+        # head -> kv head selection for the block-diagonal decode attention (GQA included), with the scale
         h = torch.arange(self.H, device=device)
-        self.sel = (h[:, None] // self.nrep == torch.arange(self.Hkv, device=device)[None]).to(self.dtype)
-        self.head_idx, self.kv_idx = h, h // self.nrep
+        sel = (h[:, None] // self.nrep == torch.arange(self.Hkv, device=device)[None]).to(self.dtype)
+        self.selx = (sel * self.scaling)[:, :, None]                         # [H, Hkv, 1]
+
+    def _signed(self, sin):
+        half = self.D // 2
+        return torch.cat([-sin[..., :half], sin[..., half:]], -1)
 
     def cos_sin(self, x, pos):
-        """(cos, sin, sin_signed) for position ids `pos` (any shape) -> [..., D]."""
+        """(cos, sin_signed), each [*pos.shape, D], for position ids `pos`."""
         if self.table is not None:
-            c, s, ss = self.table
-            return F.embedding(pos, c), F.embedding(pos, s), F.embedding(pos, ss)
+            cs = F.embedding(pos, self.table).view(*pos.shape, 2, self.D)
+            return cs[..., 0, :], cs[..., 1, :]
         cos, sin = self.rotary(x, pos)
-        half = self.D // 2
-        return cos, sin, torch.cat([-sin[..., :half], sin[..., half:]], -1)
+        return cos, self._signed(sin)
 
 
-def _prefill(pl: _Plan, ids, pos, mask4, K, V):
-    """Forward over the prompts [B, P] (same ops and SDPA call as transformers' sdpa path), writing keys and
-    values into cache slots [0, P). Returns the last position's logits [B, V] (float)."""
+def _lin(x, wt, b):
+    """F.linear(x, w, b) for a 2-D x given wt = w.t() (on CPU a contiguous copy: same math, float noise at
+    one row), as one mm/addmm call without the dispatch layers. A tuple wt (unfused large models): the
+    outputs of each part, concatenated."""
+    if isinstance(wt, tuple):
+        bs = b if b is not None else (None,) * len(wt)
+        return torch.cat([_lin(x, w, bb) for w, bb in zip(wt, bs)], -1)
+    return torch.mm(x, wt) if b is None else torch.addmm(b, x, wt)
+
+
+def _swap_halves(x, D):
+    """cat(x[..., D/2:], x[..., :D/2]) (one kernel; faster than flip or cat on CPU)."""
+    return torch.roll(x, D // 2, -1)
+
+
+def _prefill(pl: _Plan, ids, pos, mask4, Ks, Vs):
+    """Forward over the prompts [B, P] (same ops and SDPA calls as transformers' sdpa path), writing keys
+    and values into cache slots [0, P). Returns the last position's logits [B, V] (float)."""
     B, T = ids.shape
     D, H, Hkv = pl.D, pl.H, pl.Hkv
     x = F.embedding(ids, pl.embed)
-    cos, sin, _ = pl.cos_sin(x, pos)
-    cos_u, sin_u = cos.unsqueeze(1), sin.unsqueeze(1)
-    half = D // 2
-    h = x
-    for li, (ln1, e1, qkv_w, qkv_b, o_w, o_b, ln2, e2, gu_w, gu_b, d_w, d_b, act, inter) in enumerate(pl.layers):
-        resid = h
-        qkv = F.linear(pl.rms(h, ln1, e1), qkv_w, qkv_b)
+    cos, ss = pl.cos_sin(x, pos)
+    cos_u, ss_u = cos.unsqueeze(1), ss.unsqueeze(1)
+    h = x.reshape(B * T, -1)
+    for li, (ln1, e1, qkv_wt, qkv_b, o_wt, o_b, ln2, e2, gu_wt, gu_b, d_wt, d_b, act, inter) in enumerate(pl.layers):
+        qkv = _lin(pl.rms(h, ln1, e1), qkv_wt, qkv_b).view(B, T, -1)
         q = qkv[..., :H * D].reshape(B, T, H, D).transpose(1, 2)
         k = qkv[..., H * D:(H + Hkv) * D].reshape(B, T, Hkv, D).transpose(1, 2)
         v = qkv[..., (H + Hkv) * D:].reshape(B, T, Hkv, D)
-        q = (q * cos_u) + (torch.cat((-q[..., half:], q[..., :half]), -1) * sin_u)
-        k = (k * cos_u) + (torch.cat((-k[..., half:], k[..., :half]), -1) * sin_u)
-        K[li][:, :T] = k.transpose(1, 2).reshape(B, T, Hkv * D)
-        V[li][:, :T] = v.reshape(B, T, Hkv * D)
+        q = (q * cos_u) + (_swap_halves(q, D) * ss_u)
+        k = (k * cos_u) + (_swap_halves(k, D) * ss_u)
+        Ks[li][:, :T] = k.transpose(1, 2).reshape(B, T, Hkv * D)
+        Vs[li][:, :T] = v.reshape(B, T, Hkv * D)
         v = v.transpose(1, 2)
         if pl.nrep > 1:
             if mask4 is None:
@@ -193,93 +234,125 @@ def _prefill(pl: _Plan, ids, pos, mask4, K, V):
         else:
             o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask4, dropout_p=0.0, scale=pl.scaling,
                                                is_causal=mask4 is None and T > 1)
-        o = o.transpose(1, 2).contiguous().reshape(B, T, -1).contiguous()
-        h = resid + F.linear(o, o_w, o_b)
-        resid = h
-        gu = F.linear(pl.rms(h, ln2, e2), gu_w, gu_b)
-        h = resid + F.linear(act(gu[..., :inter]) * gu[..., inter:], d_w, d_b)
-    h = pl.rms(h[:, -1, :], pl.norm_w, pl.norm_eps)
-    return F.linear(h, pl.lm_w, pl.lm_b).float()
+        o = o.transpose(1, 2).contiguous().reshape(B * T, -1)
+        h = h + _lin(o, o_wt, o_b)
+        gu = _lin(pl.rms(h, ln2, e2), gu_wt, gu_b)
+        h = h + _lin(act(gu[:, :inter]) * gu[:, inter:], d_wt, d_b)
+    h = pl.rms(h.view(B, T, -1)[:, -1, :], pl.norm_w, pl.norm_eps)
+    return _lin(h, pl.lm_wt, pl.lm_b).float()
 
 
-def _decode(pl: _Plan, tok, pos, slot: int, K, V, mask_add, attention: str):
-    """One token per row: tok [B], pos [B] -> logits [B, V] (float); keys/values go to cache slot `slot`.
+def _decode(pl: _Plan, tok, pos, slot: int, Ks, Vs, mask_add, attention: str):
+    """One token per row: tok [B], pos [B] -> logits [B, V] (float); keys/values go to cache slot `slot`
+    of the per-layer caches Ks[l], Vs[l] [B, S, Hkv*D].
 
-    attention="bmm" (CPU default): scores for all heads of a row in one small GEMM against a block-diagonal
-    query matrix (on CPU, SDPA's kernel at query length 1 is several times slower); "sdpa": the SDPA call
-    transformers makes. `mask_add` [B, 1, S] (0 or -inf) hides left padding; None when there is none.
+    attention="bmm" (CPU default): the scores of all heads of a row come from one small GEMM against a
+    block-diagonal query matrix [H, Hkv*D], and the outputs from one GEMM with the values, whose diagonal
+    blocks are kept (on CPU, SDPA's kernel at query length 1 is several times slower; the extra FLOPs are
+    free, the cache is read once). "sdpa": the SDPA call transformers makes. `mask_add` [B, 1, S] (0 or
+    -inf) hides left padding; None when there is none.
     """
     B = tok.shape[0]
-    D, H, Hkv = pl.D, pl.H, pl.Hkv
+    D, H, Hkv, nrep = pl.D, pl.H, pl.Hkv, pl.nrep
+    n_qk = H + Hkv
     end = slot + 1
-    x = F.embedding(tok, pl.embed)                       # [B, d]
-    cos, _, ss = pl.cos_sin(x[:, None], pos[:, None])
-    cos, ss = cos.reshape(B, 1, D), ss.reshape(B, 1, D)
-    half = D // 2
-    h = x
-    for li, (ln1, e1, qkv_w, qkv_b, o_w, o_b, ln2, e2, gu_w, gu_b, d_w, d_b, act, inter) in enumerate(pl.layers):
-        qkv = F.linear(pl.rms(h, ln1, e1), qkv_w, qkv_b)  # [B, (H + 2 Hkv) D]
-        qk = qkv[:, :(H + Hkv) * D].view(B, H + Hkv, D)
-        qk = qk * cos + torch.roll(qk, half, -1) * ss    # rotary on q and k together
-        Kl, Vl = K[li], V[li]
+    h = F.embedding(tok, pl.embed)                                   # [B, d]
+    cos, ss = pl.cos_sin(h, pos)                                     # [B, D] each
+    cos, ss = cos[:, None], ss[:, None]
+    m = None if mask_add is None else mask_add[:, :, :end]
+    for li, (ln1, e1, qkv_wt, qkv_b, o_wt, o_b, ln2, e2, gu_wt, gu_b, d_wt, d_b, act, inter) in enumerate(pl.layers):
+        qkv = _lin(pl.rms(h, ln1, e1), qkv_wt, qkv_b)               # [B, (H + 2 Hkv) D]
+        qk = qkv[:, :n_qk * D].view(B, n_qk, D)
+        qk = qk * cos + _swap_halves(qk, D) * ss                     # rotary on q and k together
+        Kl, Vl = Ks[li], Vs[li]
         Kl[:, slot] = qk[:, H:].reshape(B, Hkv * D)
-        Vl[:, slot] = qkv[:, (H + Hkv) * D:]
-        q = qk[:, :H]                                     # [B, H, D]
+        Vl[:, slot] = qkv[:, n_qk * D:]
         if attention == "bmm":
-            qbd = (q * pl.scaling)[:, :, None, :] * pl.sel[None, :, :, None]   # [B, H, Hkv, D] block-diagonal
-            s = torch.bmm(qbd.view(B, H, Hkv * D), Kl[:, :end].transpose(1, 2))  # [B, H, end]
-            if mask_add is not None:
-                s = s + mask_add[:, :, :end]
-            p = torch.softmax(s, -1)
-            o = torch.bmm(p, Vl[:, :end]).view(B, H, Hkv, D)[:, pl.head_idx, pl.kv_idx].reshape(B, H * D)
+            qbd = qk[:, :H, None, :] * pl.selx                       # [B, H, Hkv, D], scaled, block-diagonal
+            s = torch.bmm(qbd.view(B, H, Hkv * D), Kl[:, :end].transpose(1, 2))   # [B, H, end]
+            if m is not None:
+                s = s + m
+            o = torch.bmm(torch.softmax(s, -1), Vl[:, :end])         # [B, H, Hkv*D]: keep head h's kv block
+            o = o.view(B, Hkv, nrep, Hkv, D).diagonal(dim1=1, dim2=3).permute(0, 3, 1, 2).reshape(B, H * D)
         else:
+            q = qk[:, :H]
             kk = Kl[:, :end].view(B, end, Hkv, D).transpose(1, 2)
             vv = Vl[:, :end].view(B, end, Hkv, D).transpose(1, 2)
-            m4 = None if mask_add is None else (mask_add[:, None, :, :end] == 0)
-            if pl.nrep > 1 and m4 is not None:
-                o = F.scaled_dot_product_attention(q.reshape(B, Hkv, pl.nrep, D), kk, vv, attn_mask=m4,
+            m4 = None if m is None else (m[:, None] == 0)
+            if nrep > 1 and m4 is not None:
+                o = F.scaled_dot_product_attention(q.reshape(B, Hkv, nrep, D), kk, vv, attn_mask=m4,
                                                    dropout_p=0.0, scale=pl.scaling)
             else:
                 o = F.scaled_dot_product_attention(q[:, :, None], kk, vv, attn_mask=m4, dropout_p=0.0,
-                                                   scale=pl.scaling, enable_gqa=pl.nrep > 1)
+                                                   scale=pl.scaling, enable_gqa=nrep > 1)
             o = o.reshape(B, H * D)
-        h = h + F.linear(o, o_w, o_b)
-        gu = F.linear(pl.rms(h, ln2, e2), gu_w, gu_b)
-        h = h + F.linear(act(gu[:, :inter]) * gu[:, inter:], d_w, d_b)
-    return F.linear(pl.rms(h, pl.norm_w, pl.norm_eps), pl.lm_w, pl.lm_b).float()
+        h = h + _lin(o, o_wt, o_b)
+        gu = _lin(pl.rms(h, ln2, e2), gu_wt, gu_b)
+        h = h + _lin(act(gu[:, :inter]) * gu[:, inter:], d_wt, d_b)
+    return _lin(pl.rms(h, pl.norm_w, pl.norm_eps), pl.lm_wt, pl.lm_b).float()
+
+
+# Models up to this many parameters get fused and (on CPU) re-laid-out weight copies per call (see _Plan).
+FUSE_MAX_PARAMS = 50_000_000
+
+# Tests only: let cuda_graph=True run the graph's step body eagerly on the CPU (no capture), so that the
+# static-shape computation a GPU would capture is checked for exactness without a GPU.
+_GRAPH_BODY_ON_CPU = False
+
+# Row compaction: once this fraction of the rows still being decoded has ended, the finished rows are
+# dropped from the batch (their cache rows included), so later steps compute only live rows.
+COMPACT_FRACTION = 0.25
+# CPU: decode at most this many rows at a time (their KV cache then stays in the CPU caches between steps).
+DEFAULT_CPU_ROW_CHUNK = 128
 
 
 @torch.no_grad()
 def fast_sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_new_tokens: int,
                 eos_token_id: int, pad_token_id: int, temperature: float = 1.0, top_p: float | None = None,
                 top_k: int | None = None, generator: torch.Generator | None = None, attention: str = "auto",
-                cuda_graph: bool = False, row_chunk: int | None = None):
+                cuda_graph: bool = False, row_chunk: int | None = None, compact: bool | None = None):
     """Same contract as `workbench.rollout.sample` (which calls this); returns its raw pieces.
 
     Returns (completion [B, N] long, logprobs [B, N] float) with N <= max_new_tokens the number of steps run
     (completion is padded with `pad_token_id` after each row's EOS, logprobs with 0).
-    `row_chunk`: decode the batch in chunks of at most this many rows, one after the other (the KV cache of a
-    chunk stays in the CPU's caches); None picks by device (CPU: DEFAULT_CPU_ROW_CHUNK; CUDA: no chunking).
+
+    Options (defaults chosen per device by measurement, see docs/benchmarks.md):
+      attention: "auto" ("bmm" for float32 on CPU, else "sdpa"), "bmm" or "sdpa" (see `_decode`).
+      row_chunk: decode the batch in chunks of at most this many rows, one after the other; None = CPU:
+        DEFAULT_CPU_ROW_CHUNK, CUDA: the whole batch.
+      compact: drop finished rows from the batch as they end (None = on, except with cuda_graph).
+      cuda_graph: capture the decode step in a CUDA graph and replay it (CUDA only).
+    With a sampler (temperature > 0), chunking and compaction change which random numbers each row gets
+    (not the distribution); with neither active, the same generator state gives the same samples as the
+    generic loop (`engine="hf"`) and `model.generate` whenever the logits agree bitwise.
     """
     reason = unsupported_reason(model)
     if reason is not None:
         raise ValueError(f"fast rollout engine cannot run this model: {reason}; use engine='hf'")
     dev = prompt_ids.device
-    if attention == "auto":
-        attention = "sdpa" if dev.type == "cuda" else "bmm"
+    if attention == "auto":     # bmm: CPU float32 (measured faster there); otherwise the SDPA call HF makes
+        attention = "bmm" if dev.type == "cpu" and model.dtype == torch.float32 else "sdpa"
     if attention not in ("bmm", "sdpa"):
         raise ValueError(f"attention must be 'auto', 'bmm' or 'sdpa', got {attention!r}")
-    if cuda_graph and dev.type != "cuda":
+    if cuda_graph and dev.type != "cuda" and not _GRAPH_BODY_ON_CPU:
         raise ValueError("cuda_graph=True needs the model on a CUDA device")
+    if compact is None:
+        compact = not cuda_graph
+    if cuda_graph and compact:
+        raise ValueError("compact=True and cuda_graph=True do not combine (a graph has fixed shapes)")
     B, P = prompt_ids.shape
     if row_chunk is None:
         row_chunk = B if dev.type == "cuda" else DEFAULT_CPU_ROW_CHUNK
     pl = _Plan(model, P + max_new_tokens, dev)
+    if pl.dynamic_rope:
+        if cuda_graph:
+            raise ValueError("cuda_graph=True does not support dynamic rope scaling (its update is data-dependent)")
+        row_chunk, compact = B, False
     outs = []
     for i in range(0, B, max(1, row_chunk)):
         outs.append(_sample_rows(pl, prompt_ids[i:i + row_chunk], prompt_mask[i:i + row_chunk], max_new_tokens,
                                  eos_token_id, pad_token_id, temperature, top_p, top_k, generator, attention,
-                                 cuda_graph))
+                                 cuda_graph, compact))
     if len(outs) == 1:
         return outs[0]
     n = max(o[0].shape[1] for o in outs)
@@ -288,18 +361,19 @@ def fast_sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, m
     return comp, lps
 
 
-DEFAULT_CPU_ROW_CHUNK = 64
-
-
 def _sample_rows(pl, prompt_ids, prompt_mask, max_new_tokens, eos_token_id, pad_token_id, temperature, top_p,
-                 top_k, generator, attention, cuda_graph):
+                 top_k, generator, attention, cuda_graph, compact):
     from .rollout import _filter_logits, positions_from_mask   # local import: rollout imports this module
 
     dev = prompt_ids.device
     B, P = prompt_ids.shape
     S = P + max_new_tokens
-    K = torch.empty(pl.n_layers, B, S, pl.Hkv * pl.D, dtype=pl.dtype, device=dev)
-    V = torch.empty_like(K)
+    # the eager step reads only written slots; the graph step reads the whole cache (masked), and a masked
+    # slot still enters softmax(S) @ V as 0 * V, so it must not hold NaN/inf garbage: zeros
+    alloc = torch.zeros if cuda_graph else torch.empty
+    K = alloc(pl.n_layers, B, S, pl.Hkv * pl.D, dtype=pl.dtype, device=dev)
+    V = alloc(pl.n_layers, B, S, pl.Hkv * pl.D, dtype=pl.dtype, device=dev)
+    Ks, Vs = K.unbind(0), V.unbind(0)
     pmask = prompt_mask.bool()
     padded = not bool(pmask.all())
     pos = positions_from_mask(prompt_mask.long())
@@ -310,34 +384,55 @@ def _sample_rows(pl, prompt_ids, prompt_mask, max_new_tokens, eos_token_id, pad_
         mask_add[:, 0, :P].masked_fill_(~pmask, float("-inf"))
     else:
         m4, mask_add = None, None
-    logits = _prefill(pl, prompt_ids, pos, m4, K, V)
+    logits = _prefill(pl, prompt_ids, pos, m4, Ks, Vs)
     step = _CudaGraphStep(pl, K, V, mask_add, dev) if cuda_graph else None
 
-    next_pos = prompt_mask.long().sum(-1)               # [B] position of the next token
+    next_pos = prompt_mask.long().sum(-1)               # [b] position of the next token of each live row
     tokens = torch.full((B, max_new_tokens), pad_token_id, dtype=torch.long, device=dev)
     logps = torch.zeros((B, max_new_tokens), dtype=torch.float32, device=dev)
+    rows = None                                         # original index of each live row (None: all, in order)
+    b = B
     done = torch.zeros(B, dtype=torch.bool, device=dev)
     pad_col = torch.full((B,), pad_token_id, dtype=torch.long, device=dev)
     n = 0
     for t in range(max_new_tokens):
-        # exactly the sampling procedure of the generic loop in rollout.sample
+        # the sampling procedure of the generic loop in rollout.sample
         logp_full = F.log_softmax(logits, dim=-1)
         if temperature == 0:
             tok = logits.argmax(-1)
         else:
             probs = F.softmax(_filter_logits(logits / temperature, top_k, top_p), dim=-1)
             tok = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-        tok = torch.where(done, pad_col, tok)
-        tokens[:, t] = tok
-        logps[:, t] = logp_full.gather(-1, tok[:, None]).squeeze(-1).masked_fill(done, 0.0)
+        tok = torch.where(done, pad_col[:b], tok)
+        lp = logp_full.gather(-1, tok[:, None]).squeeze(-1).masked_fill(done, 0.0)
+        if rows is None:
+            tokens[:, t] = tok
+            logps[:, t] = lp
+        else:
+            tokens[rows, t] = tok
+            logps[rows, t] = lp
         done = done | (tok == eos_token_id)
         n = t + 1
-        if t == max_new_tokens - 1 or bool(done.all()):
+        if t == max_new_tokens - 1:
+            break
+        n_done = int(done.sum())
+        if n_done == b:
             break   # early exit once every sample has ended
+        if compact and n_done >= max(1, COMPACT_FRACTION * b):
+            keep = (~done).nonzero().squeeze(1)
+            end = P + t + 1                              # filled cache slots
+            b = keep.shape[0]
+            K[:, :b, :end] = K[:, keep, :end]            # live rows to the front (gather first, then write)
+            V[:, :b, :end] = V[:, keep, :end]
+            Ks, Vs = K[:, :b].unbind(0), V[:, :b].unbind(0)
+            if mask_add is not None:
+                mask_add = mask_add[keep]
+            rows = keep if rows is None else rows[keep]
+            tok, next_pos, done = tok[keep], next_pos[keep], done[keep]
         if step is not None:
             logits = step(tok, next_pos, P + t)
         else:
-            logits = _decode(pl, tok, next_pos, P + t, K, V, mask_add, attention)
+            logits = _decode(pl, tok, next_pos, P + t, Ks, Vs, mask_add, attention)
         next_pos = next_pos + 1
     return tokens[:, :n], logps[:, :n]
 
@@ -362,36 +457,38 @@ class _CudaGraphStep:
     def _body(self):
         pl, K, V = self.pl, self.K, self.V
         B, S = K.shape[1], K.shape[2]
-        D, H, Hkv = pl.D, pl.H, pl.Hkv
-        x = F.embedding(self.tok, pl.embed)
-        cos, _, ss = pl.cos_sin(x[:, None], self.pos[:, None])
-        cos, ss = cos.reshape(B, 1, D), ss.reshape(B, 1, D)
-        h = x
-        for li, (ln1, e1, qkv_w, qkv_b, o_w, o_b, ln2, e2, gu_w, gu_b, d_w, d_b, act, inter) in enumerate(pl.layers):
-            qkv = F.linear(pl.rms(h, ln1, e1), qkv_w, qkv_b)
-            qk = qkv[:, :(H + Hkv) * D].view(B, H + Hkv, D)
-            qk = qk * cos + torch.roll(qk, D // 2, -1) * ss
+        D, H, Hkv, nrep = pl.D, pl.H, pl.Hkv, pl.nrep
+        n_qk = H + Hkv
+        h = F.embedding(self.tok, pl.embed)
+        cos, ss = pl.cos_sin(h, self.pos)
+        cos, ss = cos[:, None], ss[:, None]
+        for li, (ln1, e1, qkv_wt, qkv_b, o_wt, o_b, ln2, e2, gu_wt, gu_b, d_wt, d_b, act, inter) in enumerate(pl.layers):
+            qkv = _lin(pl.rms(h, ln1, e1), qkv_wt, qkv_b)
+            qk = qkv[:, :n_qk * D].view(B, n_qk, D)
+            qk = qk * cos + _swap_halves(qk, D) * ss
             K[li].index_copy_(1, self.slot, qk[:, H:].reshape(B, 1, Hkv * D))
-            V[li].index_copy_(1, self.slot, qkv[:, None, (H + Hkv) * D:])
+            V[li].index_copy_(1, self.slot, qkv[:, None, n_qk * D:])
             kk = K[li].view(B, S, Hkv, D).transpose(1, 2)
             vv = V[li].view(B, S, Hkv, D).transpose(1, 2)
             q = qk[:, :H]
-            if pl.nrep > 1:
-                o = F.scaled_dot_product_attention(q.reshape(B, Hkv, pl.nrep, D), kk, vv, attn_mask=self.mask,
+            if nrep > 1:
+                o = F.scaled_dot_product_attention(q.reshape(B, Hkv, nrep, D), kk, vv, attn_mask=self.mask,
                                                    dropout_p=0.0, scale=pl.scaling)
             else:
                 o = F.scaled_dot_product_attention(q[:, :, None], kk, vv, attn_mask=self.mask, dropout_p=0.0,
                                                    scale=pl.scaling)
-            h = h + F.linear(o.reshape(B, H * D), o_w, o_b)
-            gu = F.linear(pl.rms(h, ln2, e2), gu_w, gu_b)
-            h = h + F.linear(act(gu[:, :inter]) * gu[:, inter:], d_w, d_b)
-        return F.linear(pl.rms(h, pl.norm_w, pl.norm_eps), pl.lm_w, pl.lm_b).float()
+            h = h + _lin(o.reshape(B, H * D), o_wt, o_b)
+            gu = _lin(pl.rms(h, ln2, e2), gu_wt, gu_b)
+            h = h + _lin(act(gu[:, :inter]) * gu[:, inter:], d_wt, d_b)
+        return _lin(pl.rms(h, pl.norm_w, pl.norm_eps), pl.lm_wt, pl.lm_b).float()
 
     def __call__(self, tok, pos, slot: int):
         self.tok.copy_(tok)
         self.pos.copy_(pos)
         self.slot.fill_(slot)
         torch.logical_and(self.base, self.ar <= slot, out=self.mask.view(self.base.shape))
+        if _GRAPH_BODY_ON_CPU and self.tok.device.type != "cuda":
+            return self._body()            # tests: the captured computation, run eagerly on the CPU
         if self.graph is None:
             # warm up on a side stream (allocator, cuBLAS and SDPA workspaces), then capture. The warm-up runs
             # write the same slot from the same inputs, so running them is harmless.

@@ -198,7 +198,9 @@ def use_new_adapter(model, name: str, spec: LoraSpec | dict | None = None):
     else:
         cfg = (spec if isinstance(spec, LoraSpec) else LoraSpec(**spec)).peft_config() if spec is not None \
             else copy.deepcopy(model.peft_config[model.active_adapter])
-        model.add_adapter(name, cfg)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            model.add_adapter(name, cfg)
     model.set_adapter(name)
     for n, p in model.named_parameters():       # only the active adapter trains
         p.requires_grad_(f".{name}." in n and "lora_" in n)
@@ -295,25 +297,34 @@ class TeacherView(torch.nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
-def save_adapter(model, path, tokenizer=None) -> Path:
-    """Write the LoRA adapter (adapter_config.json + adapter_model.safetensors), and the tokenizer if given."""
+def save_adapter(model, path, tokenizer=None, adapters: list[str] | None = None) -> Path:
+    """Write the LoRA adapter(s) (adapter_config.json + adapter_model.safetensors), and the tokenizer if given.
+
+    peft writes the adapter named "default" at `path` and any other adapter under `path/<name>/`;
+    `adapters` selects which (default: all).
+    """
     if not is_peft(model):
         raise ConfigError("save_adapter needs a LoRA (peft) model; save a full model with save_pretrained")
     p = Path(path)
     p.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(p, safe_serialization=True)
+    model.save_pretrained(p, safe_serialization=True, selected_adapters=adapters)
     if tokenizer is not None:
         tokenizer.save_pretrained(p)
     return p
 
 
 def load_adapter(base_model, path, *, trainable: bool = False, adapter_name: str = "default"):
-    """Put a saved adapter on a base model (a PeftModel); frozen unless `trainable`."""
+    """Put a saved adapter on a base model (a PeftModel); frozen unless `trainable`.
+
+    `path`: the directory save_adapter wrote (or its `<name>/` subdirectory for a non-default adapter).
+    """
     from peft import PeftModel
     p = Path(path)
     if not (p / "adapter_config.json").exists():
         raise FileNotFoundError(f"{str(p)!r} has no adapter_config.json; write one with save_adapter(model, dir)")
-    return PeftModel.from_pretrained(base_model, str(p), is_trainable=trainable, adapter_name=adapter_name)
+    with warnings.catch_warnings():      # peft calls transformers' deprecated is_gradient_checkpointing
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        return PeftModel.from_pretrained(base_model, str(p), is_trainable=trainable, adapter_name=adapter_name)
 
 
 # --------------------------------------------------------------------------------------------
@@ -372,7 +383,7 @@ def load_pair(teacher, student, *, device="auto", dtype="auto", lora: LoraSpec |
         s_model = add_lora(s_model, spec)
     s_model.train()
     t_model = None
-    info = {}
+    info = {"gradient_checkpointing": bool(gradient_checkpointing)}
     if load_teacher:
         t_dev = pick_device(teacher_device) if teacher_device is not None else dev
         t_dt = pick_dtype(t_dev, teacher_dtype) if (teacher_dtype is not None or t_dev != dev) else dt
@@ -418,10 +429,13 @@ def _tiny_corpus() -> list[str]:
     return texts
 
 
-def make_tiny_tokenizer(vocab_size: int = 512, texts: list[str] | None = None, chat_template: str = CHATML_TEMPLATE):
+def make_tiny_tokenizer(vocab_size: int = 512, texts: list[str] | None = None, chat_template: str = CHATML_TEMPLATE,
+                        pad_to: int | None = None):
     """A byte-level BPE tokenizer trained here (no download) with ChatML specials; EOS = `<|im_end|>`.
 
-    Byte-level: any text encodes (no unknown token), as with real LLM tokenizers.
+    Byte-level: any text encodes (no unknown token), as with real LLM tokenizers. `pad_to` appends
+    never-produced `<unused{i}>` entries up to that many tokens (e.g. 151936, Qwen2.5's embedding
+    size), so random-weight real-size models can sample any id and still decode it.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -431,6 +445,15 @@ def make_tiny_tokenizer(vocab_size: int = 512, texts: list[str] | None = None, c
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(TINY_SPECIALS),
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(texts or _tiny_corpus(), trainer=trainer)
+    if pad_to is not None and pad_to > tok.get_vocab_size():
+        import json
+        spec = json.loads(tok.to_str())
+        vocab = spec["model"]["vocab"]
+        i = 0
+        while len(vocab) < pad_to:
+            vocab.setdefault(f"<unused{i}>", len(vocab))
+            i += 1
+        tok = Tokenizer.from_str(json.dumps(spec))
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
                                    padding_side="left", clean_up_tokenization_spaces=False,
                                    chat_template=chat_template)

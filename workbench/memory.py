@@ -17,10 +17,11 @@ N = completion, V = vocabulary, L = layers, h = hidden, I = MLP width, s = dtype
                  float32 adapters; s bytes each when the full model trains in s).
   kv cache       2 x L x kv_heads x head_dim x T x B x s while sampling (student, or the teacher
                  when it writes the traces).
-  activations    saved for backward in the student's training forward: per token per layer
-                 (ACT_H x h + ACT_I x I + ACT_KV x kv_dim) x s; with gradient checkpointing only each
-                 block's input (h x s per token per layer) plus one block's worth while it is recomputed.
-                 The constants were measured on this code path (see `measure_peak`) and fixed below.
+  activations    saved for backward in the student's training forward, per token per layer
+                 (`activation_bytes_per_token`: MLP ~ (3s + 4) x I, attention ~ 4s x q_dim, norms and
+                 LoRA input copies ~ 16-28 x h bytes); with gradient checkpointing only each block's
+                 input (h x s per token per layer) plus one block's worth while it is recomputed.
+                 What is saved was counted with saved_tensors_hooks on this code path.
   logits         float32 [B, N, V] tensors: the losses upcast. Training holds the student's logits,
                  their log-softmax and their gradients (LOGIT_COPIES_TRAIN copies) plus the teacher's
                  (and pi_ref's) logits; the per-step statistics (entropy, reverse KL, top-k overlap)
@@ -53,8 +54,8 @@ LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 ACT_H = 10.0                # norms, residual stream, q/o projections and attention output (x h)
 ACT_I = 4.0                 # gate, up, act(gate), gate*up (x intermediate)
 ACT_KV = 4.0                # k, v and their rotated copies (x kv_heads * head_dim)
-LOGIT_COPIES_TRAIN = 3.0    # float32 [B,N,V]: student logits, log-softmax (saved), gradient
-LOGIT_COPIES_STATS = 4.0    # float32 [B,N,V] transients of entropy / reverse-KL / top-k statistics
+LOGIT_COPIES_TRAIN = 4.0    # float32 [B,N,V]: student logits, log-softmax (saved), 2 gradients in its backward
+LOGIT_COPIES_STATS = 6.25   # float32 [B,N,V] transients of the entropy / reverse-KL statistics (+ a bool mask)
 SAFETY = 0.10
 CUDA_CONTEXT = 500 * 2**20
 
@@ -137,6 +138,36 @@ class Shape:
         return self.kv_heads * self.head_dim
 
 
+def activation_bytes_per_token(S: Shape, s: int, lora_r: int | None = None, lora_targets="all-linear"
+                               ) -> tuple[float, float, float]:
+    """(saved per block, saved once per forward, in flight during backward) in bytes per token.
+
+    Counted from what autograd saves in a Llama/Qwen2 block (measured with saved_tensors_hooks on
+    this code path, transformers 5.x, SDPA attention with a padding mask so k/v are expanded to all
+    heads), for model dtype `s` bytes:
+      MLP        act(gate) input and output, up, and the down projection's input: 3s x I + (4 or s) x I
+                 (a LoRA adapter in float32 keeps a float32 copy of its input: 4 bytes);
+      attention  rotated q, expanded k and v, the output: 4s x q_dim (+ a float32 copy for o_proj's LoRA);
+      norms      the float32 copy of the input (4h each), and for full fine-tuning the normalised
+                 tensor and its scaled output (2s x h each);
+      LoRA       float32 copies of the adapted layers' inputs (shared when s = 4) and the r-wide
+                 outputs of lora_A (7 x 4r).
+    LoRA on a subset of layers is counted as all-linear (an over-estimate).
+    """
+    h, I, q = S.hidden, S.intermediate, S.heads * S.head_dim
+    if lora_r:
+        mlp = 3 * s * I + 4 * I
+        attn = 4 * s * q + (4 * q if s != 4 else 0)
+        casts = 2 * 4 * h if s == 4 else 5 * 4 * h         # q/k/v and gate/up inputs in float32
+        norms = 2 * 4 * h
+        per_layer = mlp + attn + casts + norms + 7 * 4 * lora_r
+    else:
+        per_layer = 4 * s * I + 4 * s * q + 2 * (4 + 2 * s) * h
+    once = (4 + 2 * s) * h                                  # the final norm
+    transient = (I + 2 * h) * 4                             # one block's gradients in flight
+    return float(per_layer), float(once), float(transient)
+
+
 def count_params(cfg) -> int:
     """Parameters of the model a config describes, without building it."""
     return Shape.from_config(cfg).n_params()
@@ -155,11 +186,12 @@ def count_params_meta(cfg) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(repr=False)
 class Plan:
     components: dict                 # name -> bytes (see module docstring)
     phases: dict                     # sampling / training / statistics -> bytes on top of the static part
-    static: int                      # weights + optimizer state
+    static: int                      # weights + optimizer state + gradients
+    resident: int                    # what stays allocated between steps (static less the gradients)
     peak: int                        # static + the largest phase
     total: int                       # peak x (1 + safety) (+ CUDA context on CUDA)
     budget: int | None               # device memory available (None: unknown)
@@ -171,7 +203,7 @@ class Plan:
         return asdict(self)
 
     def table(self) -> str:
-        gb = lambda b: f"{b / 2**30:8.2f} GiB" if b is not None else "       ?"      # noqa: E731
+        gb = lambda b: f"{fmt_bytes(b):>12}" if b is not None else f"{'?':>12}"      # noqa: E731
         s = self.settings
         rows = [f"memory plan: batch {s['batch_size']} x (prompt {s['prompt_len']} + new {s['max_new_tokens']}) "
                 f"tokens, {s['dtype']}, {'LoRA r=' + str(s['lora_r']) if s['lora_r'] else 'full fine-tune'}, "
@@ -193,6 +225,8 @@ class Plan:
     def __str__(self) -> str:
         return self.table()
 
+    __repr__ = __str__
+
     def _repr_html_(self) -> str:
         import html
         return f"<pre>{html.escape(self.table())}</pre>"
@@ -201,7 +235,7 @@ class Plan:
 def device_budget(device=None) -> int | None:
     """Free + already-used-by-us memory of a CUDA device (what a fresh process could use); None off CUDA."""
     dev = torch.device(device) if device is not None else (torch.device("cuda") if torch.cuda.is_available() else None)
-    if dev is None or dev.type != "cuda":
+    if dev is None or dev.type != "cuda" or not torch.cuda.is_available():
         return None
     free, total = torch.cuda.mem_get_info(dev)
     return int(free + torch.cuda.memory_reserved(dev))
@@ -215,18 +249,25 @@ def estimate(student, teacher=None, *, batch_size: int, prompt_len: int, max_new
              teacher_dtype=None, lora_r: int | None = 16, lora_targets="all-linear",
              gradient_checkpointing: bool = False, teacher_on_device: bool = True, uses_teacher: bool = True,
              teacher_samples: bool = False, ref_copy: bool = False, ref_logits: bool = False,
-             stats: bool = True) -> dict:
-    """Bytes of each component and phase (no budget logic). See `plan` for the arguments."""
+             stats: bool = True, teacher_loaded: bool | None = None) -> dict:
+    """Bytes of each component and phase (no budget logic). See `plan` for the arguments.
+
+    `teacher_loaded`: the teacher's weights are on the device even if the method does not use it
+    (default: when it is used).
+    """
     S = _shape(student)
     T = _shape(teacher) if (teacher is not None and uses_teacher) else None
+    if teacher_loaded is None:
+        teacher_loaded = T is not None
+    T_w = _shape(teacher) if (teacher is not None and teacher_loaded) else None
     s = dtype_bytes(dtype)
     ts = dtype_bytes(teacher_dtype or dtype)
     B, P, N = batch_size, prompt_len, max_new_tokens
     L = P + N
     comp = {}
     comp["student weights"] = S.n_params() * s
-    if T is not None and teacher_on_device:
-        comp["teacher weights"] = T.n_params() * ts
+    if T_w is not None and teacher_on_device:
+        comp["teacher weights"] = T_w.n_params() * ts
     if ref_copy:
         comp["pi_ref copy of the student"] = S.n_params() * s
     if lora_r:
@@ -234,34 +275,45 @@ def estimate(student, teacher=None, *, batch_size: int, prompt_len: int, max_new
         comp["LoRA adapters (fp32)"] = trainable * per
     else:
         trainable, per = S.n_params(), s
-    comp["grads + AdamW moments"] = 3 * trainable * per
-    static = sum(comp.values())
+    comp["AdamW moments (2)"] = 2 * trainable * per
+    resident = sum(comp.values())                     # what stays allocated between steps
+    comp["gradients"] = trainable * per               # set_to_none: exist from backward to the update
+    static = resident + comp["gradients"]
 
-    # sampling: the KV cache of the model that writes (+ a few [B, V] float32 rows)
+    # sampling: the KV cache of the model that writes, the prompt's forward (one block at a time,
+    # no grad) and a few [B, V] float32 rows per token
     W = T if (teacher_samples and T is not None) else S
-    kv = 2 * W.layers * W.kv_dim * L * B * (ts if W is T else s)
+    ws = ts if W is T else s
+    kv = 2 * W.layers * W.kv_dim * L * B * ws
     comp["KV cache (sampling)"] = kv
-    sampling = kv + 4 * B * W.vocab * 4
+    sampling = kv + B * P * (3 * W.intermediate + 4 * W.hidden) * ws + 4 * B * W.vocab * 4
 
-    # training forward/backward
-    act_tok_layer = (ACT_H * S.hidden + ACT_I * S.intermediate + ACT_KV * S.kv_dim) * s
-    if gradient_checkpointing:
-        acts = B * L * S.layers * S.hidden * s + B * L * act_tok_layer
-    else:
-        acts = B * L * S.layers * act_tok_layer
-    comp["activations" + (" (checkpointed)" if gradient_checkpointing else "")] = acts
-    logit = B * N * S.vocab * 4
+    logit = B * N * S.vocab * 4                      # one float32 [B, N, V]
     n_other = (1 if T is not None else 0) + (1 if ref_logits else 0)
-    comp["logits fp32 (train)"] = int(LOGIT_COPIES_TRAIN * logit + n_other * logit)
-    # the student's own [B, N+1, V] output in its dtype, before the float32 copy
-    training = acts + comp["logits fp32 (train)"] + B * (N + 1) * S.vocab * s
+    # teacher scoring: one forward without grad (one block at a time) + its logits
+    scoring = 0
+    if T is not None:
+        scoring = B * L * (3 * T.intermediate + 4 * T.hidden) * ts + B * (N + 1) * T.vocab * ts + logit
+
+    # training forward/backward: saved activations + logits (student's float32 logits and their
+    # log-softmax, the teacher's/pi_ref's logits, two float32 gradients at the log-softmax backward)
+    per_layer, once, transient = activation_bytes_per_token(S, s, lora_r if lora_r else None, lora_targets)
+    if gradient_checkpointing:     # each block keeps its input; one block is recomputed at a time
+        acts = B * L * (S.layers * S.hidden * s + once + per_layer + transient) + B * L * L * s
+    else:
+        acts = B * L * (S.layers * per_layer + once + transient) + B * L * L * s    # + the [B,1,T,T] mask
+    comp["activations" + (" (checkpointed)" if gradient_checkpointing else "")] = acts
+    comp["logits fp32 (training)"] = int((LOGIT_COPIES_TRAIN + n_other) * logit)
+    training = acts + comp["logits fp32 (training)"]
+    # statistics after the update (entropy, reverse KL, top-k overlap): the kept logits + transients
     statistics = 0
     if stats:
         statistics = int((1 + n_other + LOGIT_COPIES_STATS) * logit)
         comp["logits fp32 (statistics)"] = statistics
-    phases = {"sampling": int(sampling), "training": int(training), "statistics": int(statistics)}
+    phases = {"sampling": int(sampling), "teacher scoring": int(scoring), "training": int(training),
+              "statistics": int(statistics)}
     return {"components": {k: int(v) for k, v in comp.items()}, "phases": phases, "static": int(static),
-            "peak": int(static + max(phases.values()))}
+            "resident": int(resident), "peak": int(static + max(phases.values()))}
 
 
 def plan(student, teacher=None, *, batch_size: int, prompt_len: int, max_new_tokens: int, dtype="bf16",
@@ -312,7 +364,8 @@ def plan(student, teacher=None, *, batch_size: int, prompt_len: int, max_new_tok
     settings = dict(batch_size=batch_size, prompt_len=prompt_len, max_new_tokens=max_new_tokens, dtype=str(dtype),
                     lora_r=lora_r, gradient_checkpointing=gradient_checkpointing,
                     teacher_on_device=teacher_on_device, method=method, safety=safety, cuda=cuda)
-    return Plan(components=est["components"], phases=est["phases"], static=est["static"], peak=est["peak"],
+    return Plan(components=est["components"], phases=est["phases"], static=est["static"],
+                resident=est["resident"], peak=est["peak"],
                 total=total, budget=budget, fits=fits, largest_batch=largest, settings=settings)
 
 

@@ -660,7 +660,9 @@ class Trainer:
         rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
+        alarm = getattr(self, "alarm", None)      # watchers with memory resume too (the early-warning window)
         torch.save({"step": step, "optimizer": self.opt.state_dict(), "costs": costs,
+                    "alarm": copy.deepcopy(vars(alarm)) if alarm is not None else None,
                     "nonfinite_in_row": nonfinite_in_row, "good_step": good[0], "good_costs": good[1],
                     "elapsed_s": (time.time() - self.start_time) if self.start_time else 0.0, "rng": rng},
                    tmp / "trainer_state.pt")
@@ -704,6 +706,8 @@ class Trainer:
         trainer.nonfinite_in_row = state["nonfinite_in_row"]
         trainer._good = (state.get("good_step", state["step"]), state.get("good_costs", state["costs"]))
         trainer.start_time = time.time() - state.get("elapsed_s", 0.0)
+        if state.get("alarm") is not None and getattr(trainer, "alarm", None) is not None:
+            vars(trainer.alarm).update(state["alarm"])
         rng = state.get("rng") or {}
         if "torch" in rng:
             torch.set_rng_state(rng["torch"].cpu())

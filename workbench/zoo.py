@@ -51,11 +51,15 @@ class Recipe:
     seed: int = 0
     arch: str = "llama"
     role: str = ""
+    label_smoothing: float = 0.0    # keeps some probability on every token (see the student's note)
+    mix_split: str | None = None     # draw a fraction `mix_frac` of each batch from this split instead
+    mix_frac: float = 0.0
 
 
 RECIPES = {
     "addition-teacher": Recipe("addition", "tiny-teacher", "train", steps=2500, role="teacher"),
-    "addition-student": Recipe("addition", "tiny-student", "short", steps=1500, role="student"),
+    "addition-student": Recipe("addition", "tiny-student", "short", steps=1500, role="student",
+                               mix_split="train", mix_frac=0.03),
 }
 
 
@@ -78,11 +82,13 @@ def pretrain(recipe: Recipe, log=print):
     rng = random.Random(f"pretrain:{recipe.task}:{recipe.split}:{recipe.seed}")
     t0 = time.time()
     for step in range(recipe.steps):
-        problems = [task.make_problem(rng, recipe.split) for _ in range(recipe.batch_size)]
+        problems = [task.make_problem(rng, recipe.mix_split if recipe.mix_split and rng.random() < recipe.mix_frac
+                                      else recipe.split) for _ in range(recipe.batch_size)]
         batch = forced_rollout(tok, problems)
         logits = completion_logits(model, batch)
         m = batch.completion_mask
-        nll = F.cross_entropy(logits.transpose(1, 2), batch.completion_ids, reduction="none")
+        nll = F.cross_entropy(logits.transpose(1, 2), batch.completion_ids, reduction="none",
+                              label_smoothing=recipe.label_smoothing)
         loss = (nll * m).sum() / m.sum()
         for g in opt.param_groups:
             g["lr"] = lr_at(step, recipe)

@@ -1,0 +1,621 @@
+"""Benchmarks: every speed or cost claim is a measurement against a baseline measured in the same run.
+
+    python -m workbench bench rollout --json      # our rollout engine vs model.generate (KV cache on)
+    python -m workbench bench step --json         # one training step per method: generate / teacher / update
+    python -m workbench bench teacher --json      # teacher scoring: one batched no-grad forward vs baselines
+    python -m workbench bench dashboard --json    # a training step with and without the static dashboard
+    python -m workbench bench all --json          # all of the above (what docs/benchmarks.md reports)
+
+Method: each measured call is warmed up once, then run `--repeats` times; variants are interleaved
+(round-robin, order rotated every repeat) so that machine load hits them alike; rows give the median
+and the min/max over repeats, and ratios are medians of per-repeat paired ratios. The first row is
+the machine; the second the matmul peak (a square matmul in the model dtype, repeated; FLOP/s of the
+best run), measured in the same run, against which achieved FLOP/s (2 x params x tokens processed,
+prompt tokens included; the usual forward approximation) are reported as `*_frac_of_peak`.
+
+Models: `--model` is a zoo name (default: the addition teacher; `bench rollout` also runs the student
+at the largest batch), a checkpoint directory, or `qwen2-0.5b-shape`: a random-weight model with
+Qwen2-0.5B's shape (hidden 896, 24 layers, 14 heads / 2 KV heads, MLP 4864, vocab 151936; bf16 on
+GPU), prompts from the addition task (ids inside its vocabulary; a random model rarely ends early).
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import functools
+import io
+import os
+import platform
+import statistics
+import sys
+import time
+
+import torch
+
+from . import rollout as R
+from .models import count_params, pick_device, pick_dtype
+
+SYNTHETIC = {
+    "qwen2-0.5b-shape": dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
+                             intermediate_size=4864, vocab_size=151936, max_position_embeddings=32768,
+                             tie_word_embeddings=True, rms_norm_eps=1e-6),
+}
+DEFAULT_MODEL = "addition-teacher"
+DEFAULT_STUDENT = "addition-student"
+DEFAULT_BATCHES = (1, 32, 256)
+DEFAULT_NEW_TOKENS = 64
+STEP_METHODS = ("opd", "sft", "grpo")
+
+
+# ---------------------------------------------------------------------------------------------------
+# timing helpers
+# ---------------------------------------------------------------------------------------------------
+def _sync(dev: torch.device):
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def _timed(fn, dev):
+    _sync(dev)
+    t = time.perf_counter()
+    out = fn()
+    _sync(dev)
+    return out, time.perf_counter() - t
+
+
+def _stats(xs: list[float]) -> tuple[float, float, float]:
+    return statistics.median(xs), min(xs), max(xs)
+
+
+def _interleaved(variants: dict, repeats: int, dev) -> dict[str, list]:
+    """Warm each variant up once, then run all `repeats` times round-robin (order rotated each repeat).
+    Each variant is fn(rep) -> payload; returns name -> [(seconds, payload), ...]."""
+    names = list(variants)
+    for n in names:
+        _timed(lambda: variants[n](-1), dev)
+    out = {n: [] for n in names}
+    for rep in range(repeats):
+        k = rep % len(names)
+        for n in names[k:] + names[:k]:
+            payload, dt = _timed(lambda: variants[n](rep), dev)
+            out[n].append((dt, payload))
+    return out
+
+
+def machine_info(dev: torch.device) -> dict:
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    import transformers
+    row = {"bench": "machine", "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+           "nproc": os.cpu_count(), "cpu": cpu, "torch": torch.__version__, "transformers": transformers.__version__,
+           "python": platform.python_version(), "threads": torch.get_num_threads(), "device": str(dev)}
+    try:
+        row["load_avg_1m"] = os.getloadavg()[0]
+    except OSError:
+        pass
+    if dev.type == "cuda":
+        row["gpu"] = torch.cuda.get_device_name(dev)
+        row["cuda"] = torch.version.cuda
+    return row
+
+
+def matmul_peak(dev: torch.device, dtype: torch.dtype, n: int | None = None, repeats: int = 10) -> dict:
+    """FLOP/s of a square n x n matmul in `dtype` on `dev` (best of `repeats`; median too)."""
+    n = n or (1024 if dev.type == "cpu" else 8192)
+    g = torch.Generator(device="cpu").manual_seed(0)
+    a = torch.randn(n, n, generator=g).to(dev, dtype)
+    b = torch.randn(n, n, generator=g).to(dev, dtype)
+    inner = 1 if dev.type == "cpu" else 10
+    def run():
+        for _ in range(inner):
+            torch.mm(a, b)
+    for _ in range(2):
+        _timed(run, dev)
+    ts = [_timed(run, dev)[1] / inner for _ in range(repeats)]
+    flops = 2 * n ** 3
+    return {"bench": "matmul_peak", "device": str(dev), "dtype": str(dtype).replace("torch.", ""), "n": n,
+            "threads": torch.get_num_threads(), "peak_flops": flops / min(ts),
+            "median_flops": flops / statistics.median(ts), "repeats": repeats}
+
+
+# ---------------------------------------------------------------------------------------------------
+# models and prompts
+# ---------------------------------------------------------------------------------------------------
+def load_model(name: str, dev: torch.device):
+    """(model, tokenizer, task name) for a zoo name, a checkpoint directory or a SYNTHETIC shape."""
+    from . import zoo
+    from .tasks import get_task
+    from .tokenizer import build_tokenizer
+    if name in SYNTHETIC:
+        from transformers import Qwen2Config, Qwen2ForCausalLM
+        tok = build_tokenizer(get_task("addition").charset)
+        cfg = Qwen2Config(**SYNTHETIC[name], bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                          pad_token_id=tok.pad_token_id)
+        dtype = pick_dtype(dev)
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+            torch.manual_seed(0)
+            with dev:
+                model = Qwen2ForCausalLM(cfg).to(dtype)
+        return model.eval().requires_grad_(False), tok, "addition"
+    model, tok = zoo.load(name, device=str(dev), trainable=False)
+    task = zoo.RECIPES[name].task if name in zoo.RECIPES else "addition"
+    return model, tok, task
+
+
+def prompts_for(tok, task_name: str, batch_size: int, dev, seed: int = 1234):
+    from .batching import prompt_batch
+    from .tasks import get_task
+    task = get_task(task_name)
+    return prompt_batch(tok, task.problems(batch_size, seed=seed, split="test"), dev, task=task)
+
+
+def _completion_lengths(completion: torch.Tensor, eos_id: int) -> torch.Tensor:
+    is_eos = completion == eos_id
+    has = is_eos.any(-1)
+    first = is_eos.float().argmax(-1)
+    return torch.where(has, first + 1, torch.full_like(first, completion.shape[1]))
+
+
+# ---------------------------------------------------------------------------------------------------
+# rollout: our engine vs model.generate
+# ---------------------------------------------------------------------------------------------------
+def bench_rollout(model, tok, task_name: str, label: str, batch_size: int, max_new_tokens: int, repeats: int,
+                  dev, peak: float | None, temperature: float = 1.0, hf_loop: bool = True) -> dict:
+    from . import fast_rollout
+    ids, mask = prompts_for(tok, task_name, batch_size, dev)
+    eos, pad = tok.eos_token_id, tok.pad_token_id
+    params = count_params(model)
+    prompt_tokens = int(mask.sum())
+    greedy = temperature == 0
+    engine = "fast" if fast_rollout.is_supported(model) else "hf"
+
+    def ours(engine_name):
+        def run(rep):
+            g = torch.Generator(device=dev).manual_seed(1000 + rep)
+            r = R.sample(model, ids, mask, max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=pad,
+                         temperature=temperature, generator=g, engine=engine_name)
+            return int(r.lengths.sum())
+        return run
+
+    def generate(rep):
+        torch.manual_seed(1000 + rep)            # generate samples from the global RNG
+        kw = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
+        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, eos_token_id=eos,
+                             pad_token_id=pad, use_cache=True, **kw)
+        return int(_completion_lengths(out[:, ids.shape[1]:], eos).sum())
+
+    variants = {"ours": ours("auto"), "generate": generate}
+    if hf_loop and engine == "fast":
+        variants["hf_loop"] = ours("hf")
+    if engine == "fast" and dev.type == "cuda":
+        def graphed(rep):
+            g = torch.Generator(device=dev).manual_seed(1000 + rep)
+            c, _ = fast_rollout.fast_sample(model, ids, mask, max_new_tokens=max_new_tokens, eos_token_id=eos,
+                                            pad_token_id=pad, temperature=temperature, generator=g, cuda_graph=True)
+            return int(_completion_lengths(c, eos).sum())
+        variants["ours_cuda_graph"] = graphed
+    res = _interleaved(variants, repeats, dev)
+    row = {"bench": "rollout", "model": label, "params": params, "device": str(dev),
+           "dtype": str(next(model.parameters()).dtype).replace("torch.", ""), "threads": torch.get_num_threads(),
+           "engine": engine, "batch_size": batch_size, "max_new_tokens": max_new_tokens,
+           "temperature": temperature, "repeats": repeats}
+    tps = {}
+    for name, runs in res.items():
+        tps[name] = [tokens / dt for dt, tokens in runs]
+        med, lo, hi = _stats(tps[name])
+        row[f"{name}_tokens_per_s"] = med
+        row[f"{name}_tokens_per_s_min"] = lo
+        row[f"{name}_tokens_per_s_max"] = hi
+        row[f"{name}_mean_length"] = statistics.mean(tokens for _, tokens in runs) / batch_size
+        row[f"{name}_s_median"] = statistics.median(dt for dt, _ in runs)
+        if peak:
+            flops = [2 * params * (prompt_tokens + tokens) / dt for dt, tokens in runs]
+            row[f"{name}_flops_per_s"] = statistics.median(flops)
+            row[f"{name}_frac_of_peak"] = statistics.median(flops) / peak
+    for name in variants:
+        if name == "generate":
+            continue
+        key = "ratio_vs_generate" if name == "ours" else f"{name}_ratio_vs_generate"
+        ratios = [a / b for a, b in zip(tps[name], tps["generate"])]
+        row[key], row[key + "_min"], row[key + "_max"] = _stats(ratios)
+    if "hf_loop" in tps:
+        ratios = [a / b for a, b in zip(tps["ours"], tps["hf_loop"])]
+        row["ratio_vs_hf_loop"], row["ratio_vs_hf_loop_min"], row["ratio_vs_hf_loop_max"] = _stats(ratios)
+    return row
+
+
+# ---------------------------------------------------------------------------------------------------
+# training step: generate / teacher / update, per method; rollout engine "auto" vs "hf" (before/after)
+# ---------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def rollout_engine(engine: str):
+    """Make the trainer (and evaluation) sample with `engine` ("auto" | "fast" | "hf") inside the block."""
+    from . import evaluation, trainer
+    saved = (trainer.sample, evaluation.sample)
+    fn = functools.partial(R.sample, engine=engine)
+    trainer.sample = evaluation.sample = fn
+    try:
+        yield
+    finally:
+        trainer.sample, evaluation.sample = saved
+
+
+def bench_step(methods, repeats: int, dev, peak: float | None, engines=("auto", "hf"), batch_size=None,
+               max_new_tokens=None, teacher=None, student=None) -> list[dict]:
+    from .config import TrainConfig
+    from .trainer import Trainer
+    rows = []
+    for method in methods:
+        over = dict(eval_every=0, device=str(dev), num_samples=1)
+        if batch_size:
+            over["batch_size"] = batch_size
+        if max_new_tokens:
+            over["max_new_tokens"] = max_new_tokens
+        if teacher:
+            over["teacher"] = teacher
+        if student:
+            over["student"] = student
+        trainers = {e: Trainer(TrainConfig.for_method(method, **over)) for e in engines}
+        recs = {e: [] for e in engines}
+        for rep in range(-1, repeats):                 # rep -1: warm-up
+            order = list(engines) if rep % 2 else list(reversed(engines))
+            for e in order:
+                tr = trainers[e]
+                flops0 = tr.costs.flops
+                with rollout_engine(e):
+                    _sync(dev)
+                    rec = tr.step()
+                    _sync(dev)
+                if rep >= 0:
+                    recs[e].append((rec, tr.costs.flops - flops0))
+        for e in engines:
+            tr = trainers[e]
+            rs = recs[e]
+            g = [r["time/generate_s"] for r, _ in rs]
+            te = [r["time/teacher_s"] for r, _ in rs]
+            u = [r["time/update_s"] for r, _ in rs]
+            st = [r["time/step_s"] for r, _ in rs]
+            share = [a / b for a, b in zip(g, st)]
+            from . import fast_rollout
+            gen_model = tr.student if tr.cfg.source == "student" else tr.teacher
+            row = {"bench": "step", "method": method, "rollout_engine": e,
+                   "engine_used": ("fast" if e != "hf" and gen_model is not None
+                                   and fast_rollout.is_supported(gen_model) else "hf"),
+                   "generated_by": tr.cfg.source, "batch_size": tr.cfg.batch_size,
+                   "max_new_tokens": tr.cfg.max_new_tokens, "loss": tr.cfg.loss, "repeats": repeats,
+                   "step_s": statistics.median(st), "step_s_min": min(st), "step_s_max": max(st),
+                   "generate_s": statistics.median(g), "teacher_s": statistics.median(te),
+                   "update_s": statistics.median(u),
+                   "other_s": statistics.median([s - a - b - c for s, a, b, c in zip(st, g, te, u)]),
+                   "generate_share": statistics.median(share), "generate_share_min": min(share),
+                   "generate_share_max": max(share),
+                   "mean_completion_length": statistics.mean(r["rollout/mean_length"] for r, _ in rs),
+                   "flops_per_step": statistics.median(f for _, f in rs)}
+            if peak:
+                fl = [f / r["time/step_s"] for r, f in rs]
+                row["flops_per_s"] = statistics.median(fl)
+                row["frac_of_peak"] = statistics.median(fl) / peak
+            rows.append(row)
+        if len(engines) == 2 and "hf" in engines:
+            other = [e for e in engines if e != "hf"][0]
+            a, b = rows[-2:] if rows[-2]["rollout_engine"] == other else rows[-1:-3:-1]
+            a["generate_speedup_vs_hf"] = b["generate_s"] / a["generate_s"]
+            a["step_speedup_vs_hf"] = b["step_s"] / a["step_s"]
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------
+# teacher scoring
+# ---------------------------------------------------------------------------------------------------
+def bench_teacher(teacher, student, tok, task_name: str, batch_size: int, max_new_tokens: int, repeats: int,
+                  dev, peak: float | None, label: str) -> dict:
+    """What the trainer does (one no-grad forward over the batch, logits of completion positions only)
+    against: a per-sample loop, a batched forward keeping all logits, and one that keeps a graph."""
+    ids, mask = prompts_for(tok, task_name, batch_size, dev, seed=99)
+    g = torch.Generator(device=dev).manual_seed(0)
+    r = R.sample(student, ids, mask, max_new_tokens=max_new_tokens, eos_token_id=tok.eos_token_id,
+                 pad_token_id=tok.pad_token_id, temperature=1.0, generator=g)
+    full_ids, full_mask = r.input_ids, r.attention_mask
+    pos = R.positions_from_mask(full_mask)
+    tokens = int(full_mask.sum())
+    params = count_params(teacher)
+
+    def batched(_):
+        with torch.no_grad():
+            return R.completion_logits(teacher, r).shape
+
+    def all_logits(_):
+        with torch.no_grad():
+            return teacher(input_ids=full_ids, attention_mask=full_mask, position_ids=pos, use_cache=False).logits.shape
+
+    def per_sample(_):
+        with torch.no_grad():
+            for i in range(full_ids.shape[0]):
+                keep = full_mask[i].bool()
+                x = full_ids[i][keep][None]
+                teacher(input_ids=x, use_cache=False).logits
+        return None
+
+    def with_graph(_):
+        req = [p.requires_grad for p in teacher.parameters()]
+        teacher.requires_grad_(True)
+        try:
+            with torch.enable_grad():
+                out = R.completion_logits(teacher, r)
+                return out.grad_fn is not None
+        finally:
+            for p, q in zip(teacher.parameters(), req):
+                p.requires_grad_(q)
+
+    variants = {"batched_no_grad": batched, "all_logits_no_grad": all_logits, "per_sample_loop": per_sample,
+                "batched_with_graph": with_graph}
+    res = _interleaved(variants, repeats, dev)
+    row = {"bench": "teacher", "model": label, "params": params, "device": str(dev), "batch_size": batch_size,
+           "max_new_tokens": max_new_tokens, "completion_width": r.completion_ids.shape[1],
+           "tokens_scored": tokens, "repeats": repeats, "trainer_uses": "batched_no_grad"}
+    med = {}
+    for name, runs in res.items():
+        ts = [dt for dt, _ in runs]
+        med[name], lo, hi = _stats(ts)
+        row[f"{name}_s"], row[f"{name}_s_min"], row[f"{name}_s_max"] = med[name], lo, hi
+        row[f"{name}_tokens_per_s"] = tokens / med[name]
+        if peak:
+            row[f"{name}_frac_of_peak"] = 2 * params * tokens / med[name] / peak
+    for name in ("all_logits_no_grad", "per_sample_loop", "batched_with_graph"):
+        row[f"speedup_vs_{name}"] = med[name] / med["batched_no_grad"]
+    V = teacher.config.vocab_size
+    row["logits_bytes_trainer"] = r.completion_ids.numel() * V * 4
+    row["logits_bytes_all_positions"] = full_ids.numel() * V * 4
+    return row
+
+
+# ---------------------------------------------------------------------------------------------------
+# dashboard overhead
+# ---------------------------------------------------------------------------------------------------
+def bench_dashboard(repeats: int, dev, steps_per_run: int = 3) -> dict:
+    try:
+        from widgets import TrainingDashboard
+    except Exception as e:  # the widgets package is optional here
+        return {"bench": "dashboard", "skipped": True, "reason": f"widgets not importable: {e!r}"}
+    from .config import TrainConfig
+    from .trainer import Trainer
+    tr = Trainer(TrainConfig.for_method("opd", eval_every=0, device=str(dev)))
+    sink = io.StringIO()
+    plain, dashed, in_cb = [], [], []
+    try:
+        with contextlib.redirect_stdout(sink):
+            tr.run(steps=1)                                    # warm-up
+            for rep in range(repeats):
+                for with_dash in ((False, True) if rep % 2 == 0 else (True, False)):
+                    cbs = []
+                    if with_dash:
+                        dash = TrainingDashboard(mode="static")
+                        cbs = [dash]
+                    t = time.perf_counter()
+                    tr.run(steps=steps_per_run, callbacks=cbs)
+                    dt = (time.perf_counter() - t) / steps_per_run
+                    (dashed if with_dash else plain).append(dt)
+                    if with_dash:
+                        in_cb.append(dash.overhead() if hasattr(dash, "overhead") else {})
+    except Exception as e:
+        return {"bench": "dashboard", "skipped": True, "reason": f"dashboard run failed: {e!r}"}
+    p, d = statistics.median(plain), statistics.median(dashed)
+    med = lambda key: (statistics.median(o[key] for o in in_cb)                          # noqa: E731
+                       if in_cb and all(key in o for o in in_cb) else None)
+    # step_s_* are wall time per step of Trainer.run(steps_per_run) (the final redraw at on_end included),
+    # so their difference is within machine noise; on_step_ms / redraw_ms are the dashboard's own timers
+    return {"bench": "dashboard", "mode": "static", "steps_per_run": steps_per_run, "repeats": repeats,
+            "step_s_without": p, "step_s_with": d, "overhead_s_per_step": d - p,
+            "overhead_frac": (d - p) / p, "step_s_without_min": min(plain), "step_s_with_min": min(dashed),
+            "on_step_ms": med("on_step_mean_ms"), "redraw_ms": med("redraw_mean_ms"),
+            "on_step_frac_of_step": (med("on_step_mean_ms") / 1e3 / p) if med("on_step_mean_ms") is not None
+            else None}
+
+
+# ---------------------------------------------------------------------------------------------------
+# exactness on the device at hand (scripts/gpu_check.sh runs this on a GPU)
+# ---------------------------------------------------------------------------------------------------
+def exactness_rows(model, tok, task_name: str, label: str, dev, batch_size: int = 64,
+                   max_new_tokens: int | None = None) -> list[dict]:
+    """Greedy agreement of the fast engine (each variant) with `model.generate`, and how far its stored
+    log-probs are from a re-scoring forward. On CPU in float32 agreement is exact (tests assert it); in
+    bf16 on a GPU two different attention kernels may round a near-tie differently, so this reports the
+    fraction of identical rows instead of asserting."""
+    from . import fast_rollout
+    from .batching import prompt_batch
+    from .tasks import get_task
+    task = get_task(task_name)
+    n = batch_size
+    problems = task.problems(n - n // 4, seed=7, split="test")
+    if n // 4:
+        problems += task.problems(n // 4, seed=7, split="long")       # longer prompts: left padding
+    ids, mask = prompt_batch(tok, problems, dev, task=task)
+    new = max_new_tokens or task.max_new_tokens
+    eos, pad = tok.eos_token_id, tok.pad_token_id
+    with torch.no_grad():
+        gen = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=new,
+                             eos_token_id=eos, pad_token_id=pad)[:, ids.shape[1]:]
+    variants = {"fast": {}, "fast_no_chunk_no_compact": dict(row_chunk=10 ** 9, compact=False)}
+    if dev.type == "cuda":
+        variants["fast_cuda_graph"] = dict(cuda_graph=True)
+        variants["fast_bmm_attention"] = dict(attention="bmm")
+    rows = []
+    for name, kw in variants.items():
+        c, lp = fast_rollout.fast_sample(model, ids, mask, max_new_tokens=new, eos_token_id=eos, pad_token_id=pad,
+                                         temperature=0.0, **kw)
+        r = R._to_rollout(ids, mask, c, lp, eos)
+        w = min(c.shape[1], gen.shape[1])
+        same_rows = ((c[:, :w] == gen[:, :w]).all(-1) & torch.tensor(c.shape[1] == gen.shape[1], device=dev))
+        with torch.no_grad():
+            rescored = R.sequence_logprobs(model, r)
+        rows.append({"bench": "exactness", "model": label, "device": str(dev),
+                     "dtype": str(next(model.parameters()).dtype).replace("torch.", ""), "variant": name,
+                     "batch_size": n, "max_new_tokens": new, "greedy_rows_equal_generate": float(same_rows.float().mean()),
+                     "greedy_tokens_equal_generate": float((c[:, :w] == gen[:, :w]).float().mean()),
+                     "logprob_max_abs_diff_vs_rescoring": float((rescored - r.logprobs).abs().max()),
+                     "mean_length": float(r.lengths.float().mean())})
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------
+# entry point
+# ---------------------------------------------------------------------------------------------------
+def main(ns) -> int:
+    from .cli import _emit
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging as hf_logging
+    hf_logging.set_verbosity_error()
+    dev = pick_device(getattr(ns, "device", "auto"))
+    threads = getattr(ns, "threads", None) or int(os.environ.get("WORKBENCH_BENCH_THREADS", "0") or 0)
+    if threads:
+        torch.set_num_threads(threads)
+    what = ns.what
+    repeats = max(1, ns.repeats or 5)
+    as_json = bool(getattr(ns, "json", False))
+    t_start = time.perf_counter()
+    emit = lambda row: _emit(row, as_json)                     # noqa: E731
+    summary = {"bench": "summary", "what": what, "command": " ".join(["python -m workbench"] + sys.argv[1:])}
+    emit(machine_info(dev))
+    model_name = ns.model or DEFAULT_MODEL
+    if what in ("rollout", "teacher", "all"):
+        model, tok, task_name = load_model(model_name, dev)
+        dtype = next(model.parameters()).dtype
+    else:
+        model, tok, task_name, dtype = None, None, "addition", pick_dtype(dev)
+    peak_row = matmul_peak(dev, dtype)
+    emit(peak_row)
+    peak = peak_row["peak_flops"]
+    summary["peak_flops"] = peak
+
+    if what in ("rollout", "all"):
+        new = ns.max_new_tokens or DEFAULT_NEW_TOKENS
+        batches = [ns.batch_size] if ns.batch_size else list(DEFAULT_BATCHES)
+        for B in batches:
+            row = bench_rollout(model, tok, task_name, model_name, B, new, repeats, dev, peak)
+            emit(row)
+            summary[f"rollout_ratio_vs_generate_b{B}"] = row.get("ratio_vs_generate")
+        if not ns.model and not ns.batch_size:
+            st, st_tok, st_task = load_model(DEFAULT_STUDENT, dev)
+            row = bench_rollout(st, st_tok, st_task, DEFAULT_STUDENT, max(batches), new, repeats, dev, peak)
+            emit(row)
+            summary[f"rollout_ratio_vs_generate_student_b{max(batches)}"] = row.get("ratio_vs_generate")
+    if what in ("teacher", "all") and model_name not in SYNTHETIC:
+        from . import zoo
+        st_name = DEFAULT_STUDENT if model_name == DEFAULT_MODEL else model_name
+        st, _, _ = load_model(st_name, dev)
+        from .tasks import get_task
+        row = bench_teacher(model, st, tok, task_name, ns.batch_size or 64,
+                            ns.max_new_tokens or get_task(task_name).max_new_tokens, repeats, dev, peak, model_name)
+        emit(row)
+        summary["teacher_speedup_vs_per_sample_loop"] = row["speedup_vs_per_sample_loop"]
+    if what in ("step", "all") and model_name not in SYNTHETIC:
+        teacher = ns.model if ns.model and ns.model != DEFAULT_MODEL else None
+        for row in bench_step(STEP_METHODS, repeats, dev, peak, batch_size=ns.batch_size if what == "step" else None,
+                              max_new_tokens=ns.max_new_tokens if what == "step" else None, teacher=teacher):
+            emit(row)
+            summary[f"step_{row['method']}_{row['rollout_engine']}_generate_share"] = row["generate_share"]
+    if what in ("dashboard", "all"):
+        row = bench_dashboard(repeats, dev)
+        emit(row)
+        summary["dashboard_overhead_frac"] = row.get("overhead_frac")
+    summary["wall_s"] = time.perf_counter() - t_start
+    emit(summary)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# markdown tables from saved JSON lines: python -m workbench.bench report FILE.jsonl
+# ---------------------------------------------------------------------------------------------------
+def report(rows: list[dict]) -> str:
+    """docs/benchmarks.md tables from the rows `bench ... --json` printed."""
+    f = lambda x, nd=2: "" if x is None else (f"{x:,.{nd}f}" if isinstance(x, float) else str(x))  # noqa: E731
+    out = []
+    for r in rows:
+        if r.get("bench") == "machine":
+            out.append(f"Machine: {r.get('nproc')} CPUs, {r.get('cpu')}, torch {r.get('torch')}, transformers "
+                       f"{r.get('transformers')}, {r.get('threads')} thread(s), device {r.get('device')}"
+                       + (f" ({r['gpu']})" if r.get("gpu") else "")
+                       + f"; load average at start {f(r.get('load_avg_1m'))}; {r.get('date')}\n")
+        elif r.get("bench") == "matmul_peak":
+            out.append(f"Matmul peak ({r['n']}x{r['n']} {r['dtype']}, best of {r['repeats']}): "
+                       f"{r['peak_flops'] / 1e9:.1f} GFLOP/s (median {r['median_flops'] / 1e9:.1f})\n")
+    ro = [r for r in rows if r.get("bench") == "rollout"]
+    if ro:
+        graph = any("ours_cuda_graph_tokens_per_s" in r for r in ro)
+        out.append("Rollout: generated tokens (through EOS) per second; ours = `rollout.sample` (fast engine), "
+                   "generic loop = `sample(engine=\"hf\")`, what `sample` ran before:\n")
+        out.append("| model | batch | new tokens | T | ours tok/s [min-max] | generate tok/s [min-max] | "
+                   "generic loop tok/s | **ours / generate** [min-max] | ours / generic loop |"
+                   + (" CUDA graph tok/s | graph / generate |" if graph else "")
+                   + " ours % of peak | generate % of peak |")
+        out.append("|---|---|---|---|---|---|---|---|---|" + ("---|---|" if graph else "") + "---|---|")
+        for r in ro:
+            out.append(f"| {r['model']} | {r['batch_size']} | {r['max_new_tokens']} (mean {r['ours_mean_length']:.1f}) "
+                       f"| {r['temperature']:g} | {r['ours_tokens_per_s']:,.0f} [{r['ours_tokens_per_s_min']:,.0f}-"
+                       f"{r['ours_tokens_per_s_max']:,.0f}] | {r['generate_tokens_per_s']:,.0f} "
+                       f"[{r['generate_tokens_per_s_min']:,.0f}-{r['generate_tokens_per_s_max']:,.0f}] | "
+                       f"{f(r.get('hf_loop_tokens_per_s'), 0)} | **{r['ratio_vs_generate']:.2f}** "
+                       f"[{r['ratio_vs_generate_min']:.2f}-{r['ratio_vs_generate_max']:.2f}] | "
+                       f"{f(r.get('ratio_vs_hf_loop'))} |"
+                       + (f" {f(r.get('ours_cuda_graph_tokens_per_s'), 0)} | "
+                          f"{f(r.get('ours_cuda_graph_ratio_vs_generate'))} |" if graph else "")
+                       + f" {100 * r.get('ours_frac_of_peak', 0):.1f} | {100 * r.get('generate_frac_of_peak', 0):.1f} |")
+        out.append("")
+    st = [r for r in rows if r.get("bench") == "step"]
+    if st:
+        out.append("Training step (full-size defaults; medians; generation share = generate_s / step_s; "
+                   "\"hf\" = before, the generic rollout loop):\n")
+        out.append("| method | rollout engine | step s [min-max] | generate s | teacher s | update s | other s | "
+                   "**generation share** [min-max] | % of peak |")
+        out.append("|---|---|---|---|---|---|---|---|---|")
+        for r in st:
+            eng = r["rollout_engine"] + ("" if r["rollout_engine"] == r["engine_used"] else f" ({r['engine_used']})")
+            out.append(f"| {r['method']} ({r['loss']}, {r['generated_by']} generates) | {eng} | {r['step_s']:.3f} "
+                       f"[{r['step_s_min']:.3f}-{r['step_s_max']:.3f}] | {r['generate_s']:.3f} | {r['teacher_s']:.3f} | "
+                       f"{r['update_s']:.3f} | {r['other_s']:.3f} | **{100 * r['generate_share']:.0f}%** "
+                       f"[{100 * r['generate_share_min']:.0f}-{100 * r['generate_share_max']:.0f}] | "
+                       f"{100 * r.get('frac_of_peak', 0):.1f} |")
+        out.append("")
+    for r in rows:
+        if r.get("bench") == "teacher":
+            out.append(f"Teacher scoring ({r['model']}, {r['batch_size']} rollouts, {r['tokens_scored']} tokens):\n")
+            out.append("| variant | s [min-max] | tokens/s | % of peak | trainer's path is faster by |")
+            out.append("|---|---|---|---|---|")
+            for v in ("batched_no_grad", "all_logits_no_grad", "per_sample_loop", "batched_with_graph"):
+                sp = "-" if v == "batched_no_grad" else f"{r[f'speedup_vs_{v}']:.2f}x"
+                out.append(f"| {v}{' (what the trainer does)' if v == r['trainer_uses'] else ''} | {r[f'{v}_s']:.3f} "
+                           f"[{r[f'{v}_s_min']:.3f}-{r[f'{v}_s_max']:.3f}] | {r[f'{v}_tokens_per_s']:,.0f} | "
+                           f"{100 * r.get(f'{v}_frac_of_peak', 0):.1f} | {sp} |")
+            out.append("")
+        if r.get("bench") == "dashboard":
+            if r.get("skipped"):
+                out.append(f"Dashboard: skipped ({r['reason']})\n")
+            else:
+                out.append(f"Dashboard (static): step {r['step_s_without']:.3f}s without, {r['step_s_with']:.3f}s with "
+                           f"(difference {r['overhead_s_per_step'] * 1e3:+.1f} ms, within noise); its own timers: "
+                           f"on_step {f(r.get('on_step_ms'), 3)} ms per step, final redraw {f(r.get('redraw_ms'), 1)} ms\n")
+        if r.get("bench") == "exactness":
+            out.append(f"Exactness {r['model']} {r['dtype']} {r['variant']}: greedy rows equal to generate "
+                       f"{r['greedy_rows_equal_generate']:.3f}, tokens {r['greedy_tokens_equal_generate']:.4f}, "
+                       f"log-prob vs re-scoring max |diff| {r['logprob_max_abs_diff_vs_rescoring']:.1e}")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    import json
+    if len(sys.argv) != 3 or sys.argv[1] != "report":
+        sys.exit("usage: python -m workbench.bench report FILE.jsonl")
+    rows = []
+    for line in open(sys.argv[2]):
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            pass
+    print(report(rows))
