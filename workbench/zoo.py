@@ -4,11 +4,19 @@ For `addition` (3-5 digit operands, padded to 5):
   * `addition-teacher` — Llama-style d128 x 4 layers (~1.05M params), SFT on
     reference traces of the task's own distribution: the expert.
   * `addition-student` — Llama-style d64 x 2 layers (~0.13M params), SFT on a
-    *neighbouring* distribution: 1-3 digit operands in the same padded format.
-    It has the pieces (the column procedure, carries, the answer format) but has
-    never had to add non-zero high digits, so it fails on most 4-5 digit
-    problems. Its weakness is not an early stop of the teacher's run: more SFT
-    on the teacher's traces is new data for it, and so are its own rollouts.
+    *neighbouring* distribution: 97% of its problems have 1-3 digit operands in
+    the same padded format, 3% come from the 3-5 digit task. It has the pieces
+    (the column procedure, carries, the answer format) but has rarely had to add
+    non-zero high digits, so it fails on most 4-5 digit problems (~18% greedy).
+    Its weakness is not an early stop of the teacher's run: more SFT on the
+    teacher's traces is new data for it, and so are its own rollouts.
+    Why the 3%: a student trained on 1-3 digits alone puts ~1e-8 probability on
+    a non-zero high digit. Reverse KL's gradient then vanishes (the student
+    never samples the teacher's token, and its softmax is saturated) and GRPO
+    rarely sees a success: full-vocabulary OPD stayed at the start (~11%) over
+    75 steps. Label smoothing instead of the mix put mass everywhere but made
+    temperature-1 samples almost never correct, and GRPO collapsed. Measured in
+    docs/results.md, "Choosing the zoo student".
 
 `python -m workbench zoo build` retrains every entry from scratch with fixed
 seeds (CPU, deterministic for a given torch build and thread count);
