@@ -57,7 +57,8 @@ claims = Claims(size)
 # `addition` draws two operands of 3–5 digits, zero-padded to 5. The reference solution walks
 # the columns from the right: `a+b+carry=total,` for each column, then `|` and the zero-padded
 # sum. The splits differ only in operand length: `train`/`test` (3–5 digits), `short`
-# (1–3 digits — what the zoo student was pretrained on) and `long` (6 digits, never trained on).
+# (1–3 digits — 97% of what the zoo student was pretrained on; the other 3% were `train`
+# problems) and `long` (6 digits, never trained on by either model).
 
 # %%
 M = X.load_models("addition", device=device)
@@ -120,7 +121,7 @@ claims("The teacher is a strong expert on the task (at least 90% greedy accuracy
 claims("The student is weak (below 30%), so post-training has room to work", acc_s < 0.3, {"student accuracy": acc_s})
 short_acc = by_digits["student"].get(3)
 long_acc = max((v for d, v in by_digits["student"].items() if d >= 4), default=None)
-claims("The student's weakness is the high digits it never saw: it solves 3-digit problems but not 4-5 digit ones",
+claims("The student's weakness is the high digits it rarely saw: it solves 3-digit problems but not 4-5 digit ones",
        short_acc is not None and long_acc is not None and short_acc >= 0.7 and long_acc <= 0.3,
        {"3 digits": short_acc, "best of 4-5 digits": long_acc})
 

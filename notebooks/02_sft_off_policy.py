@@ -50,9 +50,9 @@ from widgets import plots as P
 
 S = X.pick_size(size,
                 smoke=dict(sft_steps=2, budget_tokens=1_000, batch_size=8, eval_every=2, eval_problems=16,
-                           analysis_problems=16, long_problems=16),
-                full=dict(sft_steps=150, budget_tokens=400_000, batch_size=64, eval_every=15, eval_problems=256,
-                          analysis_problems=512, long_problems=256))
+                           analysis_problems=16, long_problems=16, phase2_lr=3e-4),
+                full=dict(sft_steps=320, budget_tokens=400_000, batch_size=64, eval_every=20, eval_problems=256,
+                          analysis_problems=512, long_problems=256, phase2_lr=3e-4))
 out = Path(run_dir)
 out.mkdir(parents=True, exist_ok=True)
 claims = Claims(size)
@@ -66,7 +66,8 @@ common = dict(batch_size=S.batch_size, eval_every=S.eval_every, eval_problems=S.
 # ## Phase 1: SFT on teacher traces until it plateaus
 #
 # The teacher samples a solution for every training problem (temperature 1); the student is
-# trained with cross-entropy on that text. Watch the accuracy panel flatten.
+# trained with cross-entropy on that text (the `sft` preset, learning rate 1e-3: the best of a
+# small sweep, `docs/results.md`). Watch the accuracy panel flatten.
 
 # %%
 dash = TrainingDashboard(mode=mode)
@@ -86,14 +87,18 @@ claims("SFT had plateaued before the comparison (less than 5 points gained over 
 # %% [markdown]
 # ## Phase 2: from the plateau, more SFT or OPD — same budget of student tokens
 #
-# Both runs start from the phase-1 checkpoint and stop after the same number of student tokens.
-# They share the dashboard with phase 1.
+# Both runs start from the phase-1 checkpoint, use the same (lower) learning rate for the
+# continuation, and stop after the same number of student tokens. OPD here uses the exact
+# reverse KL over the whole vocabulary at every position the student visits (`loss="full_kl"`;
+# notebook 04 explains why the one-sample estimator barely learns from this student). They
+# share the dashboard with phase 1.
 
 # %%
 plateau_eval = X.evaluate_model(sft.student, tok, task, problems)
 phase2, log = X.matched_budget(("sft", "opd"), S.budget_tokens, callbacks=[dash], log=log, baseline=plateau_eval,
                                student=sft.student, tokenizer=tok,
-                               method_overrides={"sft": {"name": "SFT continued"}, "opd": {"name": "SFT → OPD"}},
+                               method_overrides={"sft": {"name": "SFT continued", "lr": S.phase2_lr},
+                                                 "opd": {"name": "SFT → OPD", "loss": "full_kl", "lr": S.phase2_lr}},
                                **common)
 saved = dash.save(out / "dashboard.html", png=False)
 

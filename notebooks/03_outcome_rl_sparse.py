@@ -49,10 +49,10 @@ from widgets import TrainingDashboard
 from widgets import plots as P
 
 S = X.pick_size(size,
-                smoke=dict(budget_tokens=1_000, batch_size=8, eval_every=2, eval_problems=16, grpo_lrs=(5e-5,),
+                smoke=dict(budget_tokens=1_000, batch_size=8, eval_every=2, eval_problems=16, grpo_lrs=(3e-5,),
                            audit_problems=4),
-                full=dict(budget_tokens=600_000, batch_size=64, eval_every=15, eval_problems=256,
-                          grpo_lrs=(2e-5, 5e-5, 1e-4), audit_problems=64))
+                full=dict(budget_tokens=500_000, batch_size=64, eval_every=20, eval_problems=256,
+                          grpo_lrs=(1e-5, 3e-5, 1e-4), audit_problems=64))
 out = Path(run_dir)
 out.mkdir(parents=True, exist_ok=True)
 claims = Claims(size)
@@ -79,14 +79,16 @@ pd.Series(audit_start, name="zoo student").to_frame()
 # ## GRPO at three learning rates, and OPD, at one budget of student tokens
 #
 # GRPO: 8 attempts per problem (batch 64 = 8 problems x 8). OPD: 64 problems, one attempt each,
-# every token scored by the teacher. All runs start from the zoo student and stop at the same
+# every position scored by the teacher (the exact full-vocabulary reverse KL, `loss="full_kl"`,
+# learning rate 1e-3, as in notebook 00). All runs start from the zoo student and stop at the same
 # number of student tokens. On the dashboard, watch the signal panel: GRPO's verifier reward
 # against OPD's teacher token reward.
 
 # %%
 dash = TrainingDashboard(mode=mode)
 start_eval = X.evaluate_model(M.student, tok, task, problems)
-runs, log = X.matched_budget(("opd",), S.budget_tokens, callbacks=[dash], baseline=start_eval, **common)
+runs, log = X.matched_budget(("opd",), S.budget_tokens, callbacks=[dash], baseline=start_eval,
+                             method_overrides={"opd": {"loss": "full_kl", "lr": 1e-3}}, **common)
 for lr in S.grpo_lrs:
     more, _ = X.matched_budget(("grpo",), S.budget_tokens, callbacks=[dash], log=log, baseline=start_eval,
                                method_overrides={"grpo": {"lr": lr, "name": f"grpo lr={lr:g}"}}, **common)

@@ -1,6 +1,7 @@
 import pytest
 
-from workbench.analysis import column_steps, exposure_profile
+from workbench.analysis import column_steps
+from workbench.experiments import column_error_profile
 from workbench.tasks import get_task
 
 
@@ -25,8 +26,12 @@ def test_wrong_carry_then_locally_consistent_continuation():
     # column 1 wrote carry-in 0 (its own previous carry-out was 1): a local error; its total 11 carries 1,
     # so column 2's carry-in of 1 is right *given its own prefix*
     assert [x["ok_local"] for x in s2][:3] == [True, False, True]
-    prof = exposure_profile(t, [p, p, p], [p.solution, bad, bad2])
-    assert prof["n_with_error"] == 2 and prof["first_error_hist"] == {0: 1, 1: 1}
+    prof = column_error_profile(t, [p, p, p], [p.solution, bad, bad2])
+    assert prof["n_with_error"] == 2 and prof["n"] == 3
+    # clean prefixes: 5 + 1 (bad: only column 0, which is the error) + 2 (bad2: columns 0, 1) columns
+    assert prof["clean_n"] == [3, 2, 1, 1, 1] and prof["clean_err"][0] == pytest.approx(1 / 3)
+    # after a first error: bad's columns 1-4 (all locally right), bad2's columns 2-4 (locally right)
+    assert prof["after_n"] == [0, 1, 2, 2, 2] and prof["after"] == 0.0
 
 
 def test_wrong_operand_digit_is_local_error_and_malformed_columns():

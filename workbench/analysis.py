@@ -1,4 +1,5 @@
-"""Analyses the notebooks show: exposure bias along the scratchpad, and estimator gradient variance.
+"""Analyses the notebooks show: scratchpad columns graded on the model's own prefix, and estimator
+gradient variance. (`experiments.column_error_profile` aggregates `column_steps` per column.)
 
 Kept out of the notebooks so that they stay a few lines per cell, and tested
 (tests/test_analysis.py) against hand-made completions.
@@ -10,7 +11,7 @@ import re
 import torch
 
 from . import losses as L
-from .batching import decode_completions, prompt_batch
+from .batching import prompt_batch
 from .rollout import completion_logits, sample
 
 _ADD_COL = re.compile(r"^(\d)\+(\d)\+(\d)=(\d\d)$")
@@ -53,41 +54,6 @@ def column_steps(task, problem, completion: str) -> list[dict]:
         out.append({"column": i, "ok_reference": ok_ref, "ok_local": ok_local, "parsed": True})
         carry = total // 10
     return out
-
-
-def exposure_profile(task, problems, completions: list[str]) -> dict:
-    """Error rates before vs after each completion's first mistake (per column, on the model's own prefix).
-
-    Returns {"first_error_hist": {col: count}, "local_error_before": rate, "local_error_after": rate,
-    "n_with_error": int, "n": int}. A model that has only seen perfect prefixes tends to show a higher
-    `local_error_after` (it keeps failing once off the expert's distribution).
-    """
-    hist, before, after = {}, [0, 0], [0, 0]
-    n_err = 0
-    for p, c in zip(problems, completions):
-        steps = column_steps(task, p, c)
-        first = next((s["column"] for s in steps if not s["ok_local"]), None)
-        if first is not None:
-            n_err += 1
-            hist[first] = hist.get(first, 0) + 1
-        for s in steps:
-            bucket = after if first is not None and s["column"] > first else before
-            if first is not None and s["column"] == first:
-                continue        # the first mistake itself is neither before nor after
-            bucket[0] += 0 if s["ok_local"] else 1
-            bucket[1] += 1
-    return {"first_error_hist": dict(sorted(hist.items())), "n_with_error": n_err, "n": len(problems),
-            "local_error_before": before[0] / before[1] if before[1] else 0.0,
-            "local_error_after": after[0] / after[1] if after[1] else float("nan"),
-            "steps_after_first_error": after[1]}
-
-
-def greedy_completions(model, tokenizer, problems, max_new_tokens: int) -> list[str]:
-    dev = next(model.parameters()).device
-    ids, mask = prompt_batch(tokenizer, problems, dev)
-    r = sample(model, ids, mask, max_new_tokens=max_new_tokens, eos_token_id=tokenizer.eos_token_id,
-               pad_token_id=tokenizer.pad_token_id, temperature=0.0)
-    return decode_completions(tokenizer, r)
 
 
 ESTIMATORS = ("sampled_token", "vopd", "full_kl", "topk")

@@ -30,11 +30,12 @@ LOSSES = {
 
 PRESETS: dict[str, dict] = {
     # off-policy, dense: cross-entropy on teacher-written traces (sequence-level KD)
-    "sft": dict(source="teacher", signal="dense", loss="ce", lr=3e-4),
+    # learning rates: the best of a small sweep at a 1.2M-student-token budget (docs/results.md)
+    "sft": dict(source="teacher", signal="dense", loss="ce", lr=1e-3),
     # off-policy, sparse: teacher traces kept only when the verifier accepts them
     "filtered_sft": dict(source="teacher", signal="sparse", loss="ce", lr=3e-4),
     # on-policy, sparse: GRPO with a verifier
-    "grpo": dict(source="student", signal="sparse", loss="pg", num_generations=8, lr=5e-5),
+    "grpo": dict(source="student", signal="sparse", loss="pg", num_generations=8, lr=3e-5),
     # on-policy, dense: on-policy distillation (sampled-token reverse KL as a per-token reward)
     "opd": dict(source="student", signal="dense", loss="sampled_token", lr=3e-4),
     # the same corner with the analytic full-vocabulary reverse KL instead of the sampled-token estimator

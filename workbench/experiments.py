@@ -410,12 +410,25 @@ def token_reward_by_column(student, teacher, tokenizer, task, problems, *, seed:
                            max_new_tokens: int | None = None) -> dict:
     """The teacher's per-token reward log q - log p on student samples (T = 1), split by position
     relative to each sample's first scratchpad mistake: `before`, `at` (the first wrong column),
-    `after`, and on correct samples. Also the fraction of sampled tokens with a negative reward."""
+    `after`, and on correct samples. Also the fraction of sampled tokens with a negative reward.
+
+    At the wrong tokens of the first wrong column (where the student's token is not the teacher's
+    top choice) it reports how confident the student was: `at_student_p` (mean probability of the
+    token it sampled) and `at_student_p_teacher_top` (mean probability the student gave the
+    teacher's preferred token). When the latter is tiny, a one-sample estimator almost never
+    samples the right token, so it can push the wrong one down but hardly pull the right one up.
+    """
     flat, r, texts, rewards = _sample_groups(student, tokenizer, task, problems, 1, seed, max_new_tokens)
-    s_lp = L.token_logprobs(completion_logits(student, r), r.completion_ids)
-    t_lp = L.token_logprobs(completion_logits(teacher, r), r.completion_ids)
+    s_logits, t_logits = completion_logits(student, r), completion_logits(teacher, r)
+    s_lp = L.token_logprobs(s_logits, r.completion_ids)
+    t_lp = L.token_logprobs(t_logits, r.completion_ids)
     rew = (t_lp - s_lp).cpu()
+    s_prob = s_lp.exp().cpu()
+    t_top = t_logits.argmax(-1)
+    s_prob_t_top = torch.softmax(s_logits, -1).gather(-1, t_top[..., None]).squeeze(-1).cpu()
+    differs = (t_top != r.completion_ids).cpu()
     buckets = {"correct_samples": [], "before": [], "at": [], "after": []}
+    at_p, at_p_top = [], []
     for i, (p, t) in enumerate(zip(flat, texts)):
         cols = _column_of_chars(t)
         vals = rew[i, :len(t)].tolist()
@@ -423,14 +436,21 @@ def token_reward_by_column(student, teacher, tokenizer, task, problems, *, seed:
             buckets["correct_samples"] += vals
             continue
         first = _first_mistake_column(task, p, t)
-        for c, v in zip(cols, vals):
+        for j, (c, v) in enumerate(zip(cols, vals)):
             if first is None or c < 0:
                 continue
-            buckets["before" if c < first else "at" if c == first else "after"].append(v)
+            where = "before" if c < first else "at" if c == first else "after"
+            buckets[where].append(v)
+            if where == "at" and differs[i, j]:
+                at_p.append(float(s_prob[i, j]))
+                at_p_top.append(float(s_prob_t_top[i, j]))
     m = r.completion_mask.bool().cpu()
     out = {k: (sum(v) / len(v) if v else None) for k, v in buckets.items()}
     out.update({f"n_{k}": len(v) for k, v in buckets.items()})
     out["neg_frac"] = float((rew[m] < 0).float().mean())
+    out["at_wrong_tokens"] = len(at_p)
+    out["at_student_p"] = sum(at_p) / len(at_p) if at_p else None
+    out["at_student_p_teacher_top"] = sum(at_p_top) / len(at_p_top) if at_p_top else None
     out["min_mean_bucket"] = min((k for k in ("before", "at", "after") if out[k] is not None),
                                  key=lambda k: out[k], default=None)
     return out
