@@ -94,3 +94,13 @@ def test_results_markdown(tmp_path):
     md = NB.results_markdown([tmp_path], command="python -m widgets.notebooks run all --size full")
     assert "## 00_x" in md and "✓ A beats B" in md and "✗ C beats D" in md and "| sft | 0.700 | 12,000 |" in md
     assert "run all --size full" in md
+
+
+def test_results_section_is_replaced_in_place(tmp_path):
+    doc = tmp_path / "results.md"
+    doc.write_text("# Results\n\n## Other section\n\nkept\n", encoding="utf-8")
+    NB.write_results_section(doc, "## Notebooks\n\nfirst")
+    NB.write_results_section(doc, "## Notebooks\n\nsecond")
+    text = doc.read_text(encoding="utf-8")
+    assert "kept" in text and "second" in text and "first" not in text
+    assert text.count(NB.SECTION_BEGIN) == 1 and text.count(NB.SECTION_END) == 1

@@ -81,8 +81,15 @@ def _make_copy(tmp_path, venv=False, stamp_fresh=False) -> Path:
     return tmp_path
 
 
+def _clean_make_env() -> dict:
+    """The environment without an outer make's variables: under `make test` a nested make would
+    otherwise print "make[1]: Entering directory ..." lines and inherit the outer flags."""
+    return {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES")}
+
+
 def _dry_run(cwd, *args) -> list[str]:
-    out = subprocess.run(["make", "-n", *args], cwd=cwd, capture_output=True, text=True, check=True)
+    out = subprocess.run(["make", "--no-print-directory", "-n", *args], cwd=cwd, capture_output=True, text=True,
+                         check=True, env=_clean_make_env())
     return [line.strip() for line in out.stdout.splitlines() if line.strip()]
 
 
@@ -128,7 +135,8 @@ def test_makefile_stamp_skips_setup_until_pyproject_changes(tmp_path):
 def test_makefile_has_all_targets(tmp_path):
     d = _make_copy(tmp_path, venv=True, stamp_fresh=True)
     for target in ("setup", "test", "test-slow", "demo", "bench", "zoo", "browser-deps", "clean"):
-        subprocess.run(["make", "-n", target], cwd=d, capture_output=True, text=True, check=True)
+        subprocess.run(["make", "-n", target], cwd=d, capture_output=True, text=True, check=True,
+                       env=_clean_make_env())
 
 
 def _ci_lines():

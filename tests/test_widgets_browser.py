@@ -122,6 +122,27 @@ def _wait_kernel_idle(page, timeout: float = 90) -> None:
     raise TimeoutError("the kernel did not become idle")
 
 
+def _run_all_cells(page, tries: int = 4) -> None:
+    """Run > Run All Cells, retried until a cell shows it is executing or has run.
+
+    Right after the kernel turns idle, JupyterLab sometimes ignores the menu command (seen on a fresh
+    virtual environment under load: every prompt stayed "[ ]"); a click that took effect shows "[*]"
+    or an execution count on some cell within seconds.
+    """
+    started = ("() => Array.from(document.querySelectorAll('.jp-InputArea-prompt'))"
+               ".some(el => /\\[(\\*|\\d+)\\]/.test(el.textContent))")
+    for _ in range(tries):
+        page.click(".lm-MenuBar-itemLabel:text-is('Run')")
+        page.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
+        try:
+            page.wait_for_function(started, timeout=15_000)
+            return
+        except Exception:
+            page.keyboard.press("Escape")
+            _wait_kernel_idle(page)
+    raise TimeoutError(f"Run All Cells did not start execution after {tries} tries")
+
+
 def test_live_dashboard_in_jupyterlab(lab):
     from playwright.sync_api import sync_playwright
 
@@ -136,8 +157,7 @@ def test_live_dashboard_in_jupyterlab(lab):
             page = browser.new_page(viewport={"width": 1400, "height": 1600})
             page.goto(f"{lab['url']}/lab/tree/dashboard_live.ipynb", wait_until="domcontentloaded")
             _wait_kernel_idle(page)
-            page.click(".lm-MenuBar-itemLabel:text-is('Run')")
-            page.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
+            _run_all_cells(page)
 
             # plots appear and the rollout-length series grows while training runs
             page.wait_for_function(
