@@ -198,16 +198,20 @@ print("\n" + claims.summary())
 # %% [markdown]
 # **What it means.** The heatmap is the essay's "credit assignment handed to you": the teacher
 # marks the column where the student went wrong, not only the final answer. The estimators all
-# aim at the same reverse KL; they differ in noise — and, on this student, in something sharper.
-# Where the student is confidently wrong, the sampled-token estimator sees the wrong token over
-# and over and can push it down, but the token it should learn is almost never sampled, so it is
-# pulled up only indirectly; the full-vocabulary loss moves probability onto the teacher's token
-# directly, whether or not the student ever sampled it. With an 18-token vocabulary the exact
-# full-vocabulary sum costs nothing extra, so there is no reason to use one sampled token —
-# on a real 150k-token vocabulary the exact sum is the expensive part, which is why top-K
-# support matching exists. The essay quotes OPRD's point that the sampled-token reward is a
-# single-sample estimate of a divergence over that vocabulary, whose variance dominates late in
-# training.
+# aim at the same reverse KL; they differ in noise. A one-sample estimator can push down the token
+# the student sampled, but it pulls up the teacher's token only when the student happens to sample
+# it; the full-vocabulary loss moves probability onto the teacher's token directly. Which of the
+# two explanations — plain variance, or a right token that is almost never sampled — fits this
+# student is measured above: the confidence line reports how much probability the student gave
+# the teacher's token at its first mistake, and the variance lines how noisy each gradient is.
+#
+# With an 18-token vocabulary the exact full-vocabulary sum costs nothing extra, so there is no
+# reason to use one sampled token. On a real 150k-token vocabulary the exact sum is the expensive
+# part, which is why top-K support matching exists; the essay quotes OPRD's point that the
+# sampled-token reward is a single-sample estimate of a divergence over that vocabulary, whose
+# variance dominates late in training. Top-K is built for that regime: here the teacher is so
+# certain that its tokens beyond the first carry almost no mass, and whether renormalising over
+# four of them keeps up with the exact loss is the top-4 line above.
 #
 # Mode-seeking matters most when the teacher is multi-modal (several valid ways to write a
 # solution) and the student too small to hold them all; our teacher is nearly deterministic, so

@@ -149,6 +149,8 @@ def curves_spec(store: RecordStore, smoothing: float = 0.0, height: int = 640) -
                     meta=meta))
         if panel == "length":
             data.extend(_cap_traces(store, xa, ya))
+        if panel == "truncation":
+            data.extend(_warning_traces(store, xa, ya))
     layout = json.loads(_subplot_layout())
     layout["xaxis3"]["title"] = {"text": "step"}
     layout["xaxis4"]["title"] = {"text": "step"}
@@ -177,6 +179,23 @@ def _cap_traces(store: RecordStore, xa: str, ya: str) -> list[dict]:
                  meta={"panel": "length", "key": "max_new_tokens", "run": None, "smoothed": False,
                        "shadow": False})
             for cap, xs in sorted(caps.items())]
+
+
+def _warning_traces(store: RecordStore, xa: str, ya: str) -> list[dict]:
+    """Red markers at the top of the truncation panel where a run's early warning fired."""
+    out = []
+    for run in store.run_names():
+        ws = list(store.runs[run].warnings)
+        if not ws:
+            continue
+        out.append(dict(type="scatter", x=[s for s, _ in ws], y=[1.0] * len(ws), xaxis=xa, yaxis=ya,
+                        mode="markers", name=f"{run} · early warning", legendgroup=run,
+                        marker=dict(color="#b00020", symbol="triangle-down", size=11,
+                                    line=dict(color=run_colour(store, run), width=2)),
+                        text=[m for _, m in ws], hovertemplate="step %{x}: %{text}<extra></extra>",
+                        meta={"panel": "truncation", "key": "warning", "run": run, "smoothed": False,
+                              "shadow": False}))
+    return out
 
 
 def curves_figure(store: RecordStore, smoothing: float = 0.0, height: int = 640) -> go.Figure:
@@ -344,10 +363,25 @@ def header_lines(store: RecordStore, now: float | None = None) -> list[str]:
     return lines or ["waiting for the first step…"]
 
 
+def warning_lines(store: RecordStore) -> list[tuple[str, str]]:
+    """(run, line) for every run whose trainer raised the early warning (record["warning"], LengthAlarm)."""
+    out = []
+    for run in store.run_names():
+        ws = list(store.runs[run].warnings)
+        if ws:
+            step, msg = ws[-1]
+            more = f" ({len(ws)} warnings)" if len(ws) > 1 else ""
+            out.append((run, f"⚠ {run}: early warning at step {step}{more}: {msg}"))
+    return out
+
+
 def header_html(store: RecordStore, now: float | None = None) -> str:
     rows = []
     for run, line in zip(store.run_names() or [None], header_lines(store, now)):
         dot = (f'<span style="color:{run_colour(store, run)}">●</span> ' if run else "")
         rows.append(f"<div>{dot}{html.escape(line)}</div>")
+    for run, line in warning_lines(store):
+        rows.append(f'<div class="opd-dashboard-warning" style="color:#b00020;font-weight:bold">'
+                    f"{html.escape(line)}</div>")
     return ('<div class="opd-dashboard-header" style="font-family:monospace;font-size:13px;'
             'line-height:1.5">' + "".join(rows) + "</div>")

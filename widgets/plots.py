@@ -219,3 +219,16 @@ def cost_bars(rows: list[dict], title: str = "Cost to reach 90% of the teacher's
                     marker_color=[colour(x, i) for i, x in enumerate(xs)],
                     text=["never" if v is None else f"{v:.3g}" for v in ys], textposition="outside", row=1, col=j)
     return _layout(fig, title + "<br><sup>'never' = did not reach the target within the budget</sup>", height=400)
+
+
+# --- 06: failure modes ----------------------------------------------------------------------
+def reward_histogram_figure(hists: dict[str, dict], title: str = "Per-token teacher reward log q − log p (share of tokens per bin)") -> go.Figure:
+    """{name: workbench.analysis.reward_histogram(...)} as grouped bars over the same bins."""
+    fig = go.Figure()
+    for i, (name, h) in enumerate(hists.items()):
+        e, n = h["edges"], max(1, h["n"])
+        labels = [f"[{a:g}, {b:g})" for a, b in zip(e[:-1], e[1:])]
+        fig.add_bar(x=labels, y=[c / n for c in h["counts"]], name=f"{name} (n={h['n']})", marker_color=colour(name, i))
+    fig.update_layout(barmode="group", xaxis_title="reward bin (nats; ends are open)", yaxis_title="share of tokens")
+    fig.update_yaxes(type="log")
+    return _layout(fig, title)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 # Keys that describe the record rather than measure something.
-_NON_SERIES_KEYS = {"step", "run", "method", "total_steps", "max_new_tokens", "samples"}
+_NON_SERIES_KEYS = {"step", "run", "method", "total_steps", "max_new_tokens", "samples", "warning"}
 _SAMPLE_FIELDS = ("prompt", "tokens", "token_reward", "student_logprob", "correct", "reward", "truncated")
 
 
@@ -85,6 +85,7 @@ class RunSeries:
     started_at: float | None = None     # wall-clock (time.monotonic) at on_start / first step
     last_at: float | None = None        # wall-clock at the latest step
     end: dict | None = None             # on_end summary once the run ended
+    warnings: deque = field(default_factory=lambda: deque(maxlen=20))   # (step, message): record["warning"]
 
     def xy(self, key: str) -> tuple[list[int], list[float]]:
         s = self.series.get(key)
@@ -157,6 +158,8 @@ class RecordStore:
                 s = r.series[k] = Series(self.max_points)
             s.append(step, f)
             r.last_scalars[k] = f
+        if record.get("warning"):
+            r.warnings.append((step, str(record["warning"])))
         samples = record.get("samples")
         if samples:
             r.samples.append((step, [_clean_sample(s) for s in samples]))

@@ -57,6 +57,7 @@ def column_steps(task, problem, completion: str) -> list[dict]:
 
 
 ESTIMATORS = ("sampled_token", "vopd", "full_kl", "topk")
+EXTRA_ESTIMATORS = ("topk_raw",)    # top-K without renormalisation (Fu et al.'s ablation); ask for it by name
 
 
 def estimator_gradients(student, teacher, tokenizer, problems, *, estimators=ESTIMATORS, repeats: int = 8,
@@ -93,10 +94,10 @@ def estimator_gradients(student, teacher, tokenizer, problems, *, estimators=EST
                 loss = L.sampled_token_opd_loss(s_lp, adv, m)
             elif e == "full_kl":
                 loss = L.full_reverse_kl(s_logits, t_logits, m)[0]
-            elif e == "topk":
-                loss = L.topk_reverse_kl(s_logits, t_logits, m, k=topk)[0]
+            elif e in ("topk", "topk_raw"):
+                loss = L.topk_reverse_kl(s_logits, t_logits, m, k=topk, renormalize=e == "topk")[0]
             else:
-                raise ValueError(f"unknown estimator {e!r}; choose from {ESTIMATORS}")
+                raise ValueError(f"unknown estimator {e!r}; choose from {ESTIMATORS + EXTRA_ESTIMATORS}")
             g = torch.autograd.grad(loss, params)
             grads[e].append(torch.cat([x.reshape(-1) for x in g]).detach())
     target = torch.stack(grads["full_kl"]).mean(0) if "full_kl" in grads else None
@@ -110,3 +111,88 @@ def estimator_gradients(student, teacher, tokenizer, problems, *, estimators=EST
             row["cosine_to_full_kl"] = torch.nn.functional.cosine_similarity(mean, target, dim=0).item()
         out[e] = row
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# special-token mismatch (Fu et al.): a teacher that ends its answers with a different token
+# ---------------------------------------------------------------------------------------------
+def teacher_with_moved_token(teacher, token_id: int, to_id: int):
+    """A copy of `teacher` whose output layer has rows `token_id` and `to_id` swapped.
+
+    Everything the teacher computes is unchanged except which id it *emits*: where it used to put
+    its end-of-sequence mass on `token_id` it now puts it on `to_id`, exactly what a teacher trained
+    with a different EOS (or format) token id does when it scores another tokenizer's ids. Tied input
+    embeddings are untied first, so the teacher still *reads* every id as before.
+    """
+    import copy
+
+    t = copy.deepcopy(teacher)
+    head = t.get_output_embeddings()
+    w = head.weight.detach().clone()
+    w[[token_id, to_id]] = w[[to_id, token_id]]
+    head.weight = torch.nn.Parameter(w, requires_grad=False)
+    if getattr(head, "bias", None) is not None:
+        b = head.bias.detach().clone()
+        b[[token_id, to_id]] = b[[to_id, token_id]]
+        head.bias = torch.nn.Parameter(b, requires_grad=False)
+    t.config.tie_word_embeddings = False
+    if hasattr(t.config, "get_text_config"):
+        t.config.get_text_config().tie_word_embeddings = False
+    return t.eval()
+
+
+@torch.no_grad()
+def special_token_penalty(student, teacher, tokenizer, problems, *, token_id: int | None = None,
+                          max_new_tokens: int = 64, seed: int = 0) -> dict:
+    """Per-token teacher reward r_t = log q - log p on student rollouts, split at `token_id` (default EOS).
+
+    Returns the mean reward at that token's positions and at all other positions (nats), the share of
+    the batch's total negative reward that sits at those positions, the share of the token-mean OPD
+    loss they carry, and how many positions there were.
+    """
+    token_id = tokenizer.eos_token_id if token_id is None else token_id
+    dev = next(student.parameters()).device
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    ids, mask = prompt_batch(tokenizer, problems, dev)
+    r = sample(student, ids, mask, max_new_tokens=max_new_tokens, eos_token_id=tokenizer.eos_token_id,
+               pad_token_id=tokenizer.pad_token_id, temperature=1.0, generator=gen)
+    m = r.completion_mask.bool()
+    rew = (L.token_logprobs(completion_logits(teacher, r), r.completion_ids)
+           - L.token_logprobs(completion_logits(student, r), r.completion_ids))
+    at = m & (r.completion_ids == token_id)
+    other = m & ~at
+    neg = (-rew).clamp(min=0)
+    total_neg, total_loss = float(neg[m].sum()), float((-rew)[m].sum())
+    return {"at_token": float(rew[at].mean()) if bool(at.any()) else None,
+            "other": float(rew[other].mean()) if bool(other.any()) else None,
+            "share_of_negative_reward": float(neg[at].sum()) / total_neg if total_neg > 0 else None,
+            "share_of_loss": float((-rew)[at].sum()) / total_loss if total_loss > 0 else None,
+            "positions": int(at.sum()), "tokens": int(m.sum())}
+
+
+def reward_histogram(samples, bins=None, eps: float = 0.01) -> dict:
+    """Histogram of per-token teacher rewards over record samples (`token_reward` lists).
+
+    Returns {"edges", "counts", "neg_frac", "pos_frac", "near_zero_frac", "neg_mass_frac", "n", "min",
+    "quantiles"}: Fu et al.'s imbalance in numbers. Record samples round rewards to 4 decimals, so signs are
+    counted outside a dead band: `neg_frac` = share below -`eps`, `pos_frac` = share above `eps`,
+    `near_zero_frac` the rest; `neg_mass_frac` = share of the total |reward| that is negative.
+    """
+    vals = torch.tensor([x for s in samples for x in (s.get("token_reward") or [])], dtype=torch.float32)
+    if bins is None:
+        bins = [-30, -20, -10, -5, -2, -1, -0.5, -0.1, -0.01, 0.01, 0.1, 0.5, 1, 2, 5]
+    edges = torch.tensor(bins, dtype=torch.float32)
+    n = int(vals.numel())
+    if n == 0:
+        return {"edges": list(bins), "counts": [0] * (len(bins) - 1), "neg_frac": None, "pos_frac": None,
+                "near_zero_frac": None, "neg_mass_frac": None, "n": 0, "min": None, "quantiles": {}}
+    clipped = vals.clamp(min=float(edges[0]), max=float(edges[-1]) - 1e-6)
+    idx = torch.bucketize(clipped, edges, right=True) - 1
+    counts = torch.bincount(idx.clamp(0, len(bins) - 2), minlength=len(bins) - 1).tolist()
+    q = torch.quantile(vals, torch.tensor([0.01, 0.1, 0.5, 0.9, 0.99]))
+    mass = float(vals.abs().sum())
+    return {"edges": list(bins), "counts": counts, "neg_frac": float((vals < -eps).float().mean()),
+            "pos_frac": float((vals > eps).float().mean()), "near_zero_frac": float((vals.abs() <= eps).float().mean()),
+            "neg_mass_frac": float(vals.clamp(max=0).abs().sum()) / mass if mass > 0 else None,
+            "n": n, "min": float(vals.min()),
+            "quantiles": {k: float(v) for k, v in zip(("p01", "p10", "p50", "p90", "p99"), q)}}

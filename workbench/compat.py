@@ -51,6 +51,7 @@ class CompatReport:
     teacher_vocab: int | None = None             # config.vocab_size (embedding rows)
     student_vocab: int | None = None
     teacher_logits_slice: int | None = None      # alignment="truncate": keep the teacher's first N logits
+    special: dict | None = None                  # check_special_tokens: the teacher's EOS log-prob and more
 
     @property
     def errors(self) -> list[Finding]:
@@ -221,3 +222,54 @@ def check_names(teacher: str, student: str, *, alignment: str = "exact", uses_te
     return check_pair(load_tokenizer(teacher), load_tokenizer(student), load_config(teacher), load_config(student),
                       alignment=alignment, uses_teacher=uses_teacher, teacher_name=str(teacher),
                       student_name=str(student))
+
+
+def check_special_tokens(teacher, tokenizer, problems, *, task=None, threshold: float = -5.0,
+                         apply_fix: bool = False, teacher_name: str = "teacher", student_name: str = "student"
+                         ) -> CompatReport:
+    """Does the teacher *behave* as if it ends answers with the student's EOS? Checked with weights, before training.
+
+    The tokenizer check (`check_pair`) cannot see a teacher that was trained to end with another token
+    while sharing the ids (a different chat format, a renamed end-of-turn token). Here the teacher scores
+    the gold solutions of `problems` followed by the student's EOS; if its mean log-prob of that EOS is
+    below `threshold` nats, OPD would charge the student that many nats for every correct ending (Fu et al.:
+    19-59 nats per mismatched token, enough to dominate the loss). The report says which token the teacher
+    prefers there. `apply_fix=True` reports the documented fix as applied (the caller then trains with
+    `mask_special_tokens=True`: no teacher signal at the student's EOS positions) instead of an error.
+    The report's `special` dict holds the numbers.
+    """
+    import torch
+
+    from . import losses as L
+    from .batching import forced_rollout
+    from .rollout import completion_logits
+
+    dev = next(teacher.parameters()).device
+    r = forced_rollout(tokenizer, problems, device=dev, task=task)
+    with torch.no_grad():
+        logits = completion_logits(teacher, r)
+    lp = L.token_logprobs(logits, r.completion_ids)
+    m = r.completion_mask.bool()
+    eos = tokenizer.eos_token_id
+    at = m & (r.completion_ids == eos)
+    other = m & ~at
+    eos_lp = float(lp[at].mean()) if bool(at.any()) else None
+    other_lp = float(lp[other].mean()) if bool(other.any()) else None
+    preferred = logits.argmax(-1)[at]
+    top_id = int(preferred.mode().values) if preferred.numel() else None
+    rep = CompatReport(teacher_name, student_name, "exact", tokenizer_size=len(tokenizer))
+    rep.special = {"eos_logprob": eos_lp, "other_logprob": other_lp, "teacher_prefers_id": top_id,
+                   "teacher_prefers": tokenizer.convert_ids_to_tokens(top_id) if top_id is not None else None,
+                   "positions": int(at.sum())}
+    if eos_lp is not None and eos_lp < threshold:
+        what = (f"at the end of {int(at.sum())} gold solutions the teacher gives the student's EOS "
+                f"{tokenizer.eos_token!r} (id {eos}) a mean log-prob of {eos_lp:.1f} nats (other gold tokens: "
+                f"{other_lp:.2f}); it ends answers with {rep.special['teacher_prefers']!r} (id {top_id}) instead. "
+                "OPD would charge every ending that many nats")
+        fix = ("train with mask_special_tokens=True (no teacher signal at the student's EOS positions), or "
+               "make the pair agree on one end-of-answer token")
+        if apply_fix:
+            rep.add("fixed", what + "; masked: the trainer drops the teacher's signal at EOS positions", fix)
+        else:
+            rep.add("error", what, fix)
+    return rep

@@ -76,6 +76,8 @@ class TrainConfig:
     gamma: float = 0.0                  # OPD discount: A_t = sum_k gamma^k r_{t+k}
     vopd: bool = False                  # control-variate baseline A_t = r_t + KL_t (2605.07865)
     reward_clip: float | None = None    # floor on the per-token reward (REOPOLD-style)
+    mask_special_tokens: bool = False   # drop the teacher's signal where the student wrote EOS (the fix for a
+                                        #   teacher whose EOS/format token differs, Fu et al.; compat.check_special_tokens)
     lmbda_reward: float = 1.0           # G-OPD reward scale (1 = OPD, 1.25 = ExOPD); needs pi_ref
     kl_coef: float = 0.0                # beta_KL * KL(pi_theta || pi_ref), pi_ref = initial student
     sft_coef: float = 0.0               # weight of a gold-solution SFT term (Stable-OPD mixture)
@@ -216,6 +218,9 @@ def validate(cfg: TrainConfig) -> None:
     need(cfg.on_warning in ("none", "checkpoint", "stop"),
          f"on_warning must be 'none', 'checkpoint' or 'stop', got {cfg.on_warning!r}")
     need(cfg.warn_window >= 2, f"warn_window must be >= 2, got {cfg.warn_window}")
+    need(not cfg.mask_special_tokens or (cfg.source == "student" and cfg.signal == "dense"),
+         "mask_special_tokens masks the teacher's per-token signal on student rollouts; it needs source='student', "
+         "signal='dense'")
     need(not (cfg.vopd and cfg.loss != "sampled_token"), "vopd is a baseline for loss='sampled_token' only")
     need(cfg.data is None or (isinstance(cfg.data, str) and cfg.data.strip() != ""),
          f"data must be the path of a JSONL file of problems, got {cfg.data!r}")

@@ -146,18 +146,18 @@ class RecordLog:
         return pd.DataFrame([dict(r, run=run) for run, rs in self.records.items() for r in rs])
 
 
-def train(method: str, callbacks=(), *, student=None, tokenizer=None, baseline: dict | None = None,
+def train(method: str, callbacks=(), *, student=None, teacher=None, tokenizer=None, baseline: dict | None = None,
           log: RecordLog | None = None, budget_tokens: int | None = None, **overrides) -> Trainer:
     """Build a trainer for `method` (a preset plus overrides) and run it; returns the trainer.
 
     `student`/`tokenizer`: start from a model object (e.g. another run's student, copied) instead of
-    the zoo student. `baseline`: an evaluation of the starting model to put at step 0 of `log`'s curve.
+    the zoo student; `teacher`: score with a model object (used as is, not copied) instead of the zoo teacher. `baseline`: an evaluation of the starting model to put at step 0 of `log`'s curve.
     `budget_tokens`: stop once this many student tokens were processed.
     """
     cfg = TrainConfig.for_method(method, **overrides)
     if student is not None:
         student = copy.deepcopy(student)
-    trainer = Trainer(cfg, student=student, tokenizer=tokenizer)
+    trainer = Trainer(cfg, student=student, teacher=teacher, tokenizer=tokenizer)
     cbs = list(callbacks)
     if log is not None:
         if log not in cbs:

@@ -326,7 +326,11 @@ class Trainer:
                     ref_logits = completion_logits(self.ref, r)
                 self.costs.student_forward(tokens_in_batch)
             stats = {}
-            loss = self._loss(cfg, r, mask, rewards, s_logits, s_lp, teacher_logits, t_lp, ref_logits, stats)
+            loss_mask = mask
+            if cfg.mask_special_tokens:     # special-token mismatch fix: no teacher signal at EOS positions
+                loss_mask = mask * (ids != self.tokenizer.eos_token_id).to(mask.dtype)
+                stats["mask/special_masked_frac"] = 1.0 - loss_mask.sum().item() / max(1.0, mask.sum().item())
+            loss = self._loss(cfg, r, loss_mask, rewards, s_logits, s_lp, teacher_logits, t_lp, ref_logits, stats)
             if cfg.kl_coef > 0:
                 kl_ref, _ = L.kl_to_reference(s_logits, ref_logits, mask)
                 loss = loss + cfg.kl_coef * kl_ref

@@ -1,0 +1,167 @@
+"""Failure-mode diagnostics (issue #6): repetition and truncation on constructed sequences, advantage by
+repetition, the special-token compatibility check and its masking fix, the dashboard's early-warning flag."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from workbench import analysis as A
+from workbench.compat import check_special_tokens
+from workbench.config import ConfigError, TrainConfig, validate
+from workbench.experiments import held_out
+from workbench.metrics import LengthAlarm, advantage_by_repetition, repeated_token_mask, repetition_rate
+from workbench.models import build_model
+from workbench.rollout import _to_rollout
+from workbench.tasks import get_task
+from workbench.tokenizer import build_tokenizer
+from workbench.trainer import Trainer
+
+TASK = get_task("addition")
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return build_tokenizer(TASK.charset)
+
+
+@pytest.fixture(scope="module")
+def teacher(tok):
+    """A tiny random model (tied input/output embeddings)."""
+    return build_model("nano", tok, seed=1).eval()
+
+
+# ---- repetition and truncation on constructed sequences ------------------------------------------
+def test_repetition_rate_on_constructed_completions():
+    clean = "1+2+0=03,4+5+0=09,9+9+0=18,0+0+1=01,|1903"
+    looping = "1+2+0=03," + "4+5+0=09," * 8
+    assert repetition_rate([clean]) == 0.0
+    assert repetition_rate([looping]) == 1.0
+    assert repetition_rate([clean, looping, looping, clean]) == 0.5
+
+
+def test_truncated_flag_from_constructed_ids():
+    eos = 2
+    completion = torch.tensor([[5, 6, eos, 0], [5, 6, 7, 8], [eos, 0, 0, 0]])
+    r = _to_rollout(torch.ones(3, 2, dtype=torch.long), torch.ones(3, 2), completion, torch.zeros(3, 4), eos)
+    assert r.truncated.tolist() == [False, True, False]
+    assert r.lengths.tolist() == [3, 4, 1]
+    assert r.truncated.float().mean().item() == pytest.approx(1 / 3)
+
+
+def test_length_alarm_fires_on_a_truncation_jump():
+    alarm = LengthAlarm(truncation=0.9, repetition=0.9, rise=0.3, window=5)
+    fired = [alarm.update({"step": k, "rollout/truncated_frac": v, "rollout/repetition_rate": 0.0})
+             for k, v in enumerate([0.1, 0.1, 0.15, 0.5, 0.6])]
+    assert fired[:3] == [[], [], []]
+    assert fired[3] and "truncation rose by 0.40" in fired[3][0]
+    assert fired[4] == []                           # fires once at the onset
+
+
+def test_repeated_token_mask_and_advantage_split():
+    ids = torch.tensor([[1, 2, 3, 1, 2, 3, 9, 0]])
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1, 1, 0]])
+    rep = repeated_token_mask(ids, mask, n=3)
+    assert rep.tolist() == [[False, False, False, False, False, True, False, False]]
+    rep2 = repeated_token_mask(ids, mask, n=2)
+    assert rep2[0].nonzero().flatten().tolist() == [4, 5]
+    adv = torch.tensor([[-1.0, -1.0, -1.0, -1.0, -0.1, -0.1, -1.0, -50.0]])
+    out = advantage_by_repetition(adv, ids, mask, n=2)
+    assert out["repeated"] == pytest.approx(-0.1)
+    assert out["normal"] == pytest.approx(-1.0)      # the padded -50 is not counted
+    assert out["repeated_frac"] == pytest.approx(2 / 7)
+    none = advantage_by_repetition(adv, torch.arange(8)[None], mask, n=2)
+    assert none["repeated"] is None and none["repeated_frac"] == 0.0
+
+
+def test_reward_histogram_counts_every_token():
+    samples = [{"token_reward": [-25.0, -0.3, -0.02, 0.0, 0.2]}, {"token_reward": [-3.0]}, {"token_reward": None}]
+    h = A.reward_histogram(samples)
+    assert sum(h["counts"]) == h["n"] == 6
+    assert h["neg_frac"] == pytest.approx(4 / 6) and h["pos_frac"] == pytest.approx(1 / 6)
+    assert h["near_zero_frac"] == pytest.approx(1 / 6)                  # the 0.0 is in the dead band
+    assert h["neg_mass_frac"] == pytest.approx(28.32 / 28.52)
+    assert h["min"] == -25.0
+    assert A.reward_histogram([])["n"] == 0
+
+
+# ---- special-token mismatch ------------------------------------------------------------------
+def test_moved_token_teacher_only_changes_the_emitted_id(tok, teacher):
+    eos, unk = tok.eos_token_id, tok.unk_token_id
+    bad = A.teacher_with_moved_token(teacher, eos, unk)
+    ids = torch.tensor([[tok.bos_token_id, 6, 4, 7, 16]])
+    with torch.no_grad():
+        a, b = teacher(ids).logits, bad(ids).logits
+    assert torch.allclose(a[..., eos], b[..., unk]) and torch.allclose(a[..., unk], b[..., eos])
+    keep = [i for i in range(a.shape[-1]) if i not in (eos, unk)]
+    assert torch.allclose(a[..., keep], b[..., keep])
+    # the original is untouched (tied weights were untied in the copy only)
+    assert teacher.get_output_embeddings().weight.data_ptr() == teacher.get_input_embeddings().weight.data_ptr()
+
+
+def test_special_token_check_detects_a_teacher_with_another_eos(tok, teacher):
+    """A teacher trained to end with <eos>: compatible. The same teacher emitting <unk> there: refused, and
+    the report names the token it prefers and the fix; apply_fix=True reports the masking fix instead."""
+    eos, unk = tok.eos_token_id, tok.unk_token_id
+    # the reference teacher ends answers confidently: an output bias toward EOS
+    good = copy.deepcopy(teacher)
+    head = good.get_output_embeddings()
+    w = head.weight.detach().clone()
+    head.weight = torch.nn.Parameter(w, requires_grad=False)
+    good.config.tie_word_embeddings = False
+    head.bias = torch.nn.Parameter(torch.zeros(w.shape[0]), requires_grad=False)
+    head.bias[eos] = 30.0                            # EOS strongly preferred everywhere (incl. the end)
+    head.bias[unk] = -30.0
+    problems = held_out(TASK, 4)
+    ok = check_special_tokens(good, tok, problems, task=TASK)
+    assert ok.ok and ok.special["eos_logprob"] > -1
+    bad = A.teacher_with_moved_token(good, eos, unk)
+    rep = check_special_tokens(bad, tok, problems, task=TASK)
+    assert not rep.ok
+    assert rep.special["teacher_prefers"] == "<unk>" and rep.special["eos_logprob"] < -20
+    assert "mask_special_tokens=True" in str(rep)
+    with pytest.raises(ConfigError, match="cannot be distilled"):
+        rep.raise_if_errors()
+    fixed = check_special_tokens(bad, tok, problems, task=TASK, apply_fix=True)
+    assert fixed.ok and [f.level for f in fixed.findings] == ["fixed"]
+
+    pen = A.special_token_penalty(good, bad, tok, problems, max_new_tokens=8)
+    if pen["positions"]:
+        assert pen["at_token"] < -20 and pen["share_of_loss"] > 0.5
+
+
+def test_mask_special_tokens_config_and_trainer(tok, teacher):
+    with pytest.raises(ConfigError, match="mask_special_tokens"):
+        validate(TrainConfig.for_method("sft", mask_special_tokens=True))
+    cfg = TrainConfig.for_method("opd", mask_special_tokens=True, batch_size=8, steps=1, eval_every=0,
+                                 device="cpu")
+    student = build_model("nano", tok, seed=2)
+    with torch.no_grad():                            # EOS logit 0 among small random logits: rollouts often stop
+        student.get_output_embeddings().weight[tok.eos_token_id].zero_()
+    tr = Trainer(cfg, teacher=teacher, student=student, tokenizer=tok)
+    rec = tr.step()
+    assert "mask/special_masked_frac" in rec and 0.0 <= rec["mask/special_masked_frac"] <= 1.0
+    assert torch.isfinite(torch.tensor(rec["loss"]))
+
+
+# ---- the dashboard's early-warning flag ------------------------------------------------------------
+def test_dashboard_flags_record_warnings():
+    from widgets import RecordStore
+    from widgets import figures as F
+    store = RecordStore()
+    for k in range(1, 6):
+        rec = {"step": k, "run": "opd", "method": "opd", "total_steps": 5, "max_new_tokens": 64,
+               "rollout/mean_length": 40.0, "rollout/truncated_frac": 0.1 * k, "rollout/repetition_rate": 0.0}
+        if k == 4:
+            rec["warning"] = "truncation rose by 0.30 within 4 steps at step 4"
+        store.add(rec)
+    html = F.header_html(store)
+    assert "opd-dashboard-warning" in html and "early warning at step 4" in html and "rose by 0.30" in html
+    spec = F.curves_spec(store)
+    warn = [t for t in spec["data"] if (t.get("meta") or {}).get("key") == "warning"]
+    assert len(warn) == 1 and warn[0]["x"] == [4]
+    assert "warning" not in store.runs["opd"].series        # not plotted as a scalar series
+    quiet = RecordStore()
+    quiet.add({"step": 1, "run": "a", "rollout/mean_length": 3.0})
+    assert "opd-dashboard-warning" not in F.header_html(quiet)
