@@ -151,9 +151,10 @@ print("\n" + claims.summary())
 # teacher scores each token on its own, so the same rollout tells the student *where* it went
 # wrong (notebook 04 shows that per-token reward on real samples).
 #
-# As the student improves, the zero-advantage fraction falls (fewer all-wrong groups) and then
-# would rise again as groups become all-right: outcome RL's signal is richest in a middle band
-# of difficulty.
+# A student that does improve under GRPO sees the zero-advantage fraction fall (fewer all-wrong
+# groups) and later rise again (more all-right groups): outcome RL's signal is richest in a middle
+# band of difficulty. Compare the audit before and after training above to see how far this run
+# moved along that path.
 #
 # **Try next.**
 # * `scale_rewards=False` (Dr. GRPO: no division by the group's std) in `method_overrides`.

@@ -95,7 +95,7 @@ P.show(P.two_by_two(log.evals, {"sft": (1, 1), "filtered_sft": (1, 2), "opd": (2
 
 # %%
 rows = X.cost_table(log, list(runs), teacher_eval["eval/accuracy"])
-table = pd.DataFrame(rows).set_index("run")[["final_accuracy", "student_tokens_to_target", "teacher_tokens_to_target",
+table = pd.DataFrame(rows).set_index("run")[["final_accuracy", "last3_accuracy", "student_tokens_to_target", "teacher_tokens_to_target",
                                             "flops_to_target", "train_s_to_target", "student_tokens", "teacher_tokens",
                                             "flops", "train_s"]]
 table
@@ -134,6 +134,26 @@ cheapest = min(reached, key=lambda n: r[n]["flops_to_target"]) if reached else N
 claims("OPD is the cheapest of the four corners to reach 90% of the teacher, in FLOPs (the essay's economic claim)",
        None if cheapest is None else cheapest == "opd",
        {n: r[n]["flops_to_target"] or "never" for n in r}, source="essay §8")
+claims("OPD ends more accurate than SFT by more than 3 points, averaged over each run's last three evaluations "
+       "(so not an accident of where one evaluation fell)",
+       r["opd"]["last3_accuracy"] > r["sft"]["last3_accuracy"] + 0.03,
+       {"OPD": r["opd"]["last3_accuracy"], "SFT": r["sft"]["last3_accuracy"], "SFT best": r["sft"]["best_accuracy"]})
+
+# %% [markdown]
+# Direction is one thing; size is another. The published gaps are an order of magnitude.
+
+# %%
+sft_ratio = X.ratio(r["sft"]["flops_to_target"], r["opd"]["flops_to_target"])
+claims("The size of OPD's FLOPs advantage over SFT matches the literature's (at least 9x, the low end of 9-30x)",
+       None if sft_ratio is None else sft_ratio >= 9, {"SFT/OPD FLOPs to target": sft_ratio},
+       source="Thinking Machines (2025)")
+grpo_bound = X.ratio(r["grpo"]["student_tokens_to_target"] or r["grpo"]["student_tokens"], r["opd"]["student_tokens_to_target"])
+claims("The size of OPD's advantage over GRPO matches the Qwen3 report's ~10x (GRPO tokens to target / OPD's >= 10; "
+       "when GRPO never gets there, its whole budget is a lower bound)",
+       None if grpo_bound is None else (True if grpo_bound >= 10 else
+                                        (False if r["grpo"]["student_tokens_to_target"] else None)),
+       {"GRPO/OPD tokens" + ("" if r["grpo"]["student_tokens_to_target"] else " (lower bound)"): grpo_bound},
+       source="Qwen3 report, Table 21")
 fastest = min(reached, key=lambda n: r[n]["train_s_to_target"]) if reached else None
 claims("OPD is also the fastest in training time on this machine",
        None if fastest is None else fastest == "opd", {n: r[n]["train_s_to_target"] or "never" for n in r})
@@ -153,6 +173,13 @@ print("\n" + claims.summary())
 #   OPD-vs-SFT comparison starts *after* SFT has plateaued (notebook 02).
 # * **Sparse credit from a weak start.** GRPO from a weak student sees mostly all-wrong groups
 #   (notebook 03); with a stronger start its gap to OPD narrows.
+#
+# * **Noise in "time to target".** SFT's accuracy at learning rate 1e-3 oscillates by several
+#   points from one evaluation to the next once it is near the target, so whether one of its
+#   evaluations lands above 90% is partly luck; notebook 00 runs the same SFT/OPD pair with other
+#   evaluation points and reports its own ordering. The line comparing the last three
+#   evaluations is the check that depends least on one evaluation. Training times come from a machine shared with
+#   other jobs: read them as rough.
 #
 # Where a line above says ✗, the toy did not reproduce that part of the claim under these
 # conditions; `EXPERIMENTS.md` lists the conditions under which the published results hold.

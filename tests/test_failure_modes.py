@@ -100,6 +100,37 @@ def test_moved_token_teacher_only_changes_the_emitted_id(tok, teacher):
     assert teacher.get_output_embeddings().weight.data_ptr() == teacher.get_input_embeddings().weight.data_ptr()
 
 
+def test_swapped_token_teacher_is_the_same_model_relabelled(tok, teacher):
+    """Swapping ',' and '<unk>' in a tied model: its logits on a relabelled input are the original's,
+    relabelled; greedy completions are the original's with the two ids exchanged; the original is untouched."""
+    comma, unk = tok.convert_tokens_to_ids(","), tok.unk_token_id
+    before = teacher.get_input_embeddings().weight.detach().clone()
+    alt = A.teacher_with_swapped_tokens(teacher, comma, unk)
+    assert alt.get_output_embeddings().weight.data_ptr() == alt.get_input_embeddings().weight.data_ptr()
+    assert torch.equal(teacher.get_input_embeddings().weight, before)
+    perm = torch.arange(len(tok))
+    perm[[comma, unk]] = perm[[unk, comma]]
+    ids = torch.tensor([[tok.bos_token_id, 6, 4, 7, comma, 9, 5], [tok.bos_token_id, 5, unk, 8, 8, comma, 4]])
+    with torch.no_grad():
+        a, b = teacher(ids).logits, alt(perm[ids]).logits
+    assert torch.allclose(a[..., perm], b, atol=1e-6)
+    problems = held_out(TASK, 6)
+    from workbench.batching import prompt_batch
+    from workbench.rollout import sample
+    pids, pmask = prompt_batch(tok, problems, "cpu", task=TASK)
+    kw = dict(max_new_tokens=12, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, temperature=0.0)
+    r0, r1 = sample(teacher, pids, pmask, **kw), sample(alt, pids, pmask, **kw)
+    assert torch.equal(perm[r0.completion_ids], r1.completion_ids)
+    # an untied teacher: both matrices are swapped
+    untied = copy.deepcopy(teacher)
+    head = untied.get_output_embeddings()
+    head.weight = torch.nn.Parameter(head.weight.detach().clone())
+    untied.config.tie_word_embeddings = False
+    with torch.no_grad():
+        assert torch.allclose(untied(ids).logits[..., perm], A.teacher_with_swapped_tokens(untied, comma, unk)(perm[ids]).logits,
+                              atol=1e-6)
+
+
 def test_special_token_check_detects_a_teacher_with_another_eos(tok, teacher):
     """A teacher trained to end with <eos>: compatible. The same teacher emitting <unk> there: refused, and
     the report names the token it prefers and the fix; apply_fix=True reports the masking fix instead."""
@@ -165,3 +196,30 @@ def test_dashboard_flags_record_warnings():
     quiet = RecordStore()
     quiet.add({"step": 1, "run": "a", "rollout/mean_length": 3.0})
     assert "opd-dashboard-warning" not in F.header_html(quiet)
+
+
+# ---- runaway summaries from records ----------------------------------------------------------------
+def test_truncation_summary_on_constructed_records():
+    from workbench import runaway as R
+    trunc = [0.0, 0.05, 0.02, 0.3, 0.95, 1.0, 1.0, 0.98, 1.0, 1.0, 1.0, 0.97]
+    recs = [{"step": i + 1, "rollout/truncated_frac": t, "rollout/repetition_rate": t / 2,
+             "teacher/top1_overlap": 0.7 + 0.01 * i} for i, t in enumerate(trunc)]
+    recs[3]["warning"] = "truncation rose by 0.30 within 4 steps at step 4"
+    recs[-1]["eval/accuracy"] = 0.0
+    recs[5]["eval/accuracy"] = 0.1
+    assert R.first_step_at(recs) == 5
+    assert R.jump_width(recs) == 2                   # last step under 0.1 is step 3, first >= 0.9 is step 5
+    s = R.truncation_summary(recs, last=5, window=3)
+    assert s["jumped"] and s["sustained"] and s["first step >= 0.9 truncated"] == 5
+    assert s["final truncated frac (last 5 steps)"] == pytest.approx(sum(trunc[-5:]) / 5)
+    assert s["first warning"] == 4 and s["max repetition rate"] == 0.5 and s["final eval accuracy"] == 0.0
+    assert s["top-1 overlap, first 3"] == pytest.approx(0.71) and s["top-1 overlap, last 3"] == pytest.approx(0.80)
+    assert s["top-4 overlap, first 3"] is None      # key never recorded
+    calm = [{"step": i, "rollout/truncated_frac": 0.05} for i in range(1, 6)]
+    c = R.truncation_summary(calm)
+    assert not c["jumped"] and not c["sustained"] and R.jump_width(calm) is None
+    # a run that starts truncated has no step under 0.1 before its first full step: no measurable jump
+    assert R.jump_width([{"step": 1, "rollout/truncated_frac": 0.95}]) is None
+    with pytest.raises(ValueError, match="no records"):
+        R.truncation_summary([])
+    assert R.token_count_per_sample([{"tokens": [",", "1", ","]}, {"tokens": ["<unk>"]}], ",") == 1.0

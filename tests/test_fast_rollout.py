@@ -17,7 +17,7 @@ from workbench import fast_rollout as fr
 from workbench import zoo
 from workbench.batching import prompt_batch
 from workbench.models import build_model
-from workbench.rollout import _to_rollout, pad_prompts, sample, sequence_logprobs
+from workbench.rollout import _to_rollout, pad_prompts, positions_from_mask, sample, sequence_logprobs
 from workbench.tasks import get_task
 from workbench.tokenizer import build_tokenizer
 
@@ -145,6 +145,39 @@ def test_greedy_equals_generate_without_padding(tok):
     for row_chunk, compact in VARIANTS:
         assert torch.equal(_fast(model, ids, mask, 25, row_chunk=row_chunk, compact=compact).completion_ids,
                            _generate(model, ids, mask, 25))
+
+
+@pytest.mark.parametrize("name", ["llama", "qwen2", "qwen2-gqa"])
+@pytest.mark.parametrize("padded", [True, False])
+def test_prefill_last_layer_trim_matches_a_full_forward(tok, name, padded):
+    """The prefill runs its last layer for the last position only: its logits and every layer's cached
+    keys/values must still equal a full forward's (last-position logits, `past_key_values`)."""
+    model = _scramble(MODELS[name](tok), 2.0, std=0.2)
+    prompts = PROMPTS * 2 if padded else [p[:2] for p in PROMPTS]
+    ids, mask = pad_prompts(prompts, PAD)
+    assert bool(mask.all()) != padded
+    B, T = ids.shape
+    pl = fr._Plan(model, T + 4, torch.device("cpu"))
+    K = torch.zeros(pl.n_layers, B, T + 4, pl.Hkv * pl.D)
+    V = torch.zeros_like(K)
+    m4 = None
+    if padded:
+        pm = mask.bool()
+        m4 = torch.ones(T, T, dtype=torch.bool).tril_()[None, None] & pm[:, None, None, :]
+        m4 |= torch.eye(T, dtype=torch.bool)[None, None]
+    with torch.no_grad():
+        logits = fr._prefill(pl, ids, positions_from_mask(mask.long()), m4, K.unbind(0), V.unbind(0))
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask.long()),
+                    use_cache=True)
+    assert torch.allclose(logits, out.logits[:, -1].float(), atol=1e-5, rtol=0)
+    cache = out.past_key_values
+    for li in range(pl.n_layers):
+        k_ref, v_ref = cache.layers[li].keys, cache.layers[li].values          # [B, Hkv, T, D]
+        real = mask.bool()                                                      # padding slots are masked anyway
+        k = K[li, :, :T].view(B, T, pl.Hkv, pl.D).transpose(1, 2)
+        v = V[li, :, :T].view(B, T, pl.Hkv, pl.D).transpose(1, 2)
+        assert torch.allclose(k.transpose(1, 2)[real], k_ref.transpose(1, 2)[real], atol=1e-5, rtol=0)
+        assert torch.allclose(v.transpose(1, 2)[real], v_ref.transpose(1, 2)[real], atol=1e-5, rtol=0)
 
 
 def _zoo_or_skip(name):

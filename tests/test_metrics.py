@@ -46,3 +46,18 @@ def test_length_alarm_threshold_rise_and_rearm():
     assert b.update({"step": 1, "rollout/repetition_rate": 0.4}) == ["repetition 0.40 >= 0.30 at step 1"]
     with pytest.raises(ValueError, match="window"):
         LengthAlarm(window=1)
+
+
+def test_length_alarm_watches_collapse_to_short_answers():
+    from workbench.metrics import LengthAlarm
+    a = LengthAlarm(truncation=0.9, repetition=0.9, shrink=0.5)
+    lengths = [53.0, 50.0, 30.0, 26.5, 20.0, 40.0, 12.0]
+    fired = [(i + 1, m) for i, v in enumerate(lengths)
+             for m in a.update({"step": i + 1, "rollout/mean_length": v, "rollout/truncated_frac": 0.0})]
+    # 26.5 = 0.5 x 53 fires at step 4; stays active at 20; clears at 40; fires again at 12
+    assert [s for s, _ in fired] == [4, 7]
+    assert "length 26.5 <= 0.50 x the first step's 53.0 at step 4" == fired[0][1]
+    off = LengthAlarm(shrink=0.0)
+    assert all(off.update({"step": i, "rollout/mean_length": v}) == [] for i, v in enumerate([53.0, 1.0, 0.0]))
+    with pytest.raises(ValueError, match="shrink"):
+        LengthAlarm(shrink=1.0)

@@ -94,6 +94,7 @@ def test_results_markdown(tmp_path):
     md = NB.results_markdown([tmp_path], command="python -m widgets.notebooks run all --size full")
     assert "## 00_x" in md and "✓ A beats B" in md and "✗ C beats D" in md and "| sft | 0.700 | 12,000 |" in md
     assert "run all --size full" in md
+    assert "| notebook | wall time (s) | torch threads |" in md
 
 
 def test_results_section_is_replaced_in_place(tmp_path):

@@ -96,7 +96,7 @@ def on_nth_call(fn, when, action):
 # --------------------------------------------------------------------------------------------------
 # stateful watchers inside the trainer (the early-warning alarm fires once at an onset) must resume too:
 # a threshold of 0 makes the alarm fire at step 1 and stay quiet after, unless a resume forgets its state
-ALARM = {"warn_truncation": 0.0} if "warn_truncation" in TrainConfig.__dataclass_fields__ else {}
+ALARM = {"warn_truncation": 0.0, "warn_shrink": 0.0} if "warn_truncation" in TrainConfig.__dataclass_fields__ else {}
 
 
 @pytest.mark.parametrize("method", ["sft", "grpo", "opd"])

@@ -28,13 +28,14 @@ MAX_NEW = TASK.max_new_tokens
 SMALL = dict(batch_size=8, eval_problems=16, eval_every=2, steps=2, device="cpu")   # exactness: on CPU
 FRACTIONS = ("rollout/truncated_frac", "rollout/repetition_rate", "reward/mean", "train/accuracy",
              "eval/accuracy", "eval/sampled_accuracy", "eval/truncated_frac", "teacher/token_reward_neg_frac",
-             "teacher/topk_overlap", "grpo/zero_adv_frac", "grpo/credited_token_frac", "filter/kept_frac")
+             "teacher/topk_overlap", "teacher/top1_overlap", "grpo/zero_adv_frac", "grpo/credited_token_frac", "filter/kept_frac")
 COMMON = ("step", "run", "method", "total_steps", "max_new_tokens", "loss", "rollout/mean_length",
           "rollout/max_length", "rollout/truncated_frac", "rollout/repetition_rate", "reward/mean",
           "train/accuracy", "policy/entropy", "grad/norm", "cost/student_tokens", "cost/teacher_tokens",
           "cost/flops", "time/generate_s", "time/teacher_s", "time/update_s", "time/step_s", "time/elapsed_s")
 EVAL = ("eval/accuracy", "eval/sampled_accuracy", "eval/mean_length", "eval/truncated_frac")
-TEACHER = ("teacher/token_reward_mean", "teacher/token_reward_neg_frac", "teacher/reverse_kl", "teacher/topk_overlap")
+TEACHER = ("teacher/token_reward_mean", "teacher/token_reward_neg_frac", "teacher/reverse_kl", "teacher/topk_overlap",
+           "teacher/top1_overlap")
 SCORED_BY_TEACHER = {"opd", "opd_full", "gkd", "exopd", "stable_opd"}
 
 
@@ -251,6 +252,8 @@ BAD = [
      r"GRPO needs num_generations >= 2", False),
     ("steps zero", lambda c, o: Trainer(small("opd", steps=0, **c)), ConfigError,
      r"steps must be a positive integer, got 0", False),
+    ("warn_shrink out of range", lambda c, o: Trainer(small("opd", warn_shrink=1.5, **c)), ConfigError,
+     r"warn_shrink must be in \[0, 1\)", False),
     ("unknown option", lambda c, o: small("opd", learning_rate=1e-3), ConfigError,
      r"unknown config options \['learning_rate'\]", False),
 ]

@@ -155,10 +155,12 @@ def results_markdown(paths, command: str | None = None, title: str = "Measured r
         lines += ["Produced by:", "", "```bash", command, "```", ""]
     m = docs[0].get("machine", {})
     lines += [f"Size: {', '.join(map(str, sizes))}. Machine: {m.get('cpus')} CPUs, torch {m.get('torch')}, "
-              f"{m.get('threads')} threads, device {m.get('device')}, {m.get('platform')}.", ""]
-    lines += ["| notebook | wall time (s) | load avg at end | claims |", "|---|---|---|---|"]
+              f"device {m.get('device')}, {m.get('platform')}.", ""]
+    # torch threads per notebook: seeded runs repeat only at the same thread count
+    lines += ["| notebook | wall time (s) | torch threads | load avg at end | claims |", "|---|---|---|---|---|"]
     for d in docs:
-        lines.append(f"| {d['notebook']} | {_fmt(d.get('wall_s'))} | {_fmt((d.get('machine') or {}).get('loadavg_1m'))} "
+        mm = d.get("machine") or {}
+        lines.append(f"| {d['notebook']} | {_fmt(d.get('wall_s'))} | {mm.get('threads')} | {_fmt(mm.get('loadavg_1m'))} "
                      f"| {d.get('claims_summary', '')} |")
     lines.append("")
     mark = {"shown": "✓", "not_shown": "✗", "not_measured": "?", "not_evaluated": "·"}

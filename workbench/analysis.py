@@ -141,6 +141,30 @@ def teacher_with_moved_token(teacher, token_id: int, to_id: int):
     return t.eval()
 
 
+def teacher_with_swapped_tokens(teacher, a: int, b: int):
+    """A copy of `teacher` that reads *and* writes token `b` wherever it used token `a`, and vice versa.
+
+    Rows `a` and `b` of the input embeddings and of the output layer are swapped together (tied weights
+    stay tied), so the copy is exactly the same model under a relabelling of two ids: given a prompt
+    without either token, its completions are the original's with `a` and `b` exchanged, and it is just
+    as accurate. Swapping a scratchpad token (e.g. the column separator `,`) with an id the student never
+    uses (`<unk>`) gives a teacher with a *different scratchpad format* — Li et al.'s incompatible
+    thinking pattern in its smallest form: it scores the student's `,` as an id it never emits, and
+    reads it, in the student's prefixes, as an id it never saw.
+    """
+    import copy
+
+    t = copy.deepcopy(teacher)
+    emb, head = t.get_input_embeddings(), t.get_output_embeddings()
+    tied = head is not None and head.weight.data_ptr() == emb.weight.data_ptr()
+    with torch.no_grad():
+        for w in [emb.weight] + ([] if tied or head is None else [head.weight]):
+            w[[a, b]] = w[[b, a]].clone()
+        if head is not None and getattr(head, "bias", None) is not None:
+            head.bias[[a, b]] = head.bias[[b, a]].clone()
+    return t.eval()
+
+
 @torch.no_grad()
 def special_token_penalty(student, teacher, tokenizer, problems, *, token_id: int | None = None,
                           max_new_tokens: int = 64, seed: int = 0) -> dict:

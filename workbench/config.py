@@ -105,6 +105,7 @@ class TrainConfig:
     warn_repetition: float = 0.3        # early warning: repetition rate threshold
     warn_rise: float = 0.3              # early warning: rise within warn_window steps
     warn_window: int = 10
+    warn_shrink: float = 0.5            # early warning: mean length <= this x the first step's (0: off)
     on_warning: str = "none"            # "none" | "checkpoint" | "stop" when the early warning fires
     name: str | None = None             # label of the run in dashboards and tables
     preset_applied: bool = False        # set by for_method/resolved: the preset's values are already in
@@ -218,6 +219,8 @@ def validate(cfg: TrainConfig) -> None:
     need(cfg.on_warning in ("none", "checkpoint", "stop"),
          f"on_warning must be 'none', 'checkpoint' or 'stop', got {cfg.on_warning!r}")
     need(cfg.warn_window >= 2, f"warn_window must be >= 2, got {cfg.warn_window}")
+    need(0.0 <= cfg.warn_shrink < 1.0, f"warn_shrink must be in [0, 1) (a fraction of the first step's mean "
+                                        f"length; 0 turns the short-answer alarm off), got {cfg.warn_shrink}")
     need(not cfg.mask_special_tokens or (cfg.source == "student" and cfg.signal == "dense"),
          "mask_special_tokens masks the teacher's per-token signal on student rollouts; it needs source='student', "
          "signal='dense'")

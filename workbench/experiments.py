@@ -168,6 +168,14 @@ def train(method: str, callbacks=(), *, student=None, teacher=None, tokenizer=No
         from .compare import TokenBudget
         cbs.insert(0, TokenBudget(budget_tokens))
     trainer.run(callbacks=cbs)
+    if log is not None:
+        curve = log.evals.get(cfg.name, [])
+        if not curve or curve[-1]["step"] != trainer.step_count:   # evaluate where the run ended
+            last = log.records[cfg.name][-1] if log.records.get(cfg.name) else {}
+            log.add_eval(cfg.name, {**{k: last.get(k) for k in ("cost/student_tokens", "cost/teacher_tokens",
+                                                                 "cost/flops")},
+                                    **trainer.evaluate(step=trainer.step_count)}, step=trainer.step_count)
+            log.evals[cfg.name][-1]["train_s"] = last.get("train_s", 0.0)
     return trainer
 
 
@@ -334,6 +342,20 @@ def error_profile(task, rows: list[dict]) -> dict:
     return column_error_profile(task, [r["problem"] for r in rows], [r["completion"] for r in rows])
 
 
+def failure_sites(task, rows: list[dict]) -> dict:
+    """Where a `rollout_table`'s failures happen: in a scratchpad column (some column wrong on the
+    model's own prefix), or only in the answer after the separator (every column locally right)."""
+    col = ans = 0
+    for r in rows:
+        if r["correct"]:
+            continue
+        if any(not s["ok_local"] for s in column_steps(task, r["problem"], r["completion"])):
+            col += 1
+        else:
+            ans += 1
+    return {"failures": col + ans, "in_a_column": col, "answer_only": ans, "n": len(rows)}
+
+
 def continued(curve: list[dict], after: list[dict]) -> list[dict]:
     """Shift a continuation run's curve so that it starts where the run `after` ended
     (step, tokens, FLOPs and training time all accumulate)."""
@@ -479,6 +501,9 @@ def first_reach(curve: list[dict], target: float, key: str = "eval/accuracy") ->
 def cost_table(log: RecordLog, runs: list[str], teacher_accuracy: float, target_frac: float = 0.9) -> list[dict]:
     """One row per run: final accuracy, total cost, and the cost to reach `target_frac` x teacher accuracy.
 
+    `last3_accuracy` averages the last three evaluations: a run whose accuracy oscillates from one
+    evaluation to the next is compared more fairly by it than by its final evaluation alone.
+
     Costs are cumulative at the first evaluation that reaches the target (resolution: `eval_every`).
     """
     target = target_frac * teacher_accuracy
@@ -492,6 +517,7 @@ def cost_table(log: RecordLog, runs: list[str], teacher_accuracy: float, target_
         rows.append({
             "run": run, "method": last.get("method"), "steps": last.get("step", 0),
             "final_accuracy": curve[-1]["eval/accuracy"] if curve else float("nan"), "best_accuracy": best,
+            "last3_accuracy": sum(c["eval/accuracy"] for c in curve[-3:]) / len(curve[-3:]) if curve else float("nan"),
             "student_tokens": last.get("cost/student_tokens", 0), "teacher_tokens": last.get("cost/teacher_tokens", 0),
             "flops": last.get("cost/flops", 0.0), "train_s": last.get("train_s", 0.0),
             "student_tokens_to_target": hit["student_tokens"] if hit else None,

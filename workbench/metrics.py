@@ -40,23 +40,31 @@ def repetition_rate(texts, tail_chars: int = TAIL_CHARS, threshold: float = REPE
 
 
 class LengthAlarm:
-    """Early warning for length inflation / truncation collapse (Luo et al. 2604.08527).
+    """Early warning for a length runaway, in either direction.
 
-    Fires when the truncated fraction or the repetition rate of a step's rollouts
-    crosses a threshold, or rises by more than `rise` within the last `window`
-    steps (the paper's signature: truncation jumping from ~0.45 to > 0.95 within
-    ~30 steps). Each condition fires once at its onset and re-arms after it clears.
+    Inflation (Luo et al. 2604.08527): fires when the truncated fraction or the repetition rate of a
+    step's rollouts crosses a threshold, or rises by more than `rise` within the last `window` steps
+    (the paper's signature: truncation jumping from ~0.45 to > 0.95 within ~30 steps).
+    Collapse to short answers (notebook 06: a summed return over a mostly negative reward): fires when
+    the mean rollout length falls to `shrink` x the first step's mean length or below (`shrink=0`
+    turns it off). Each condition fires once at its onset and re-arms after it clears.
     """
 
     KEYS = {"truncation": "rollout/truncated_frac", "repetition": "rollout/repetition_rate"}
+    LENGTH_KEY = "rollout/mean_length"
 
-    def __init__(self, truncation: float = 0.5, repetition: float = 0.3, rise: float = 0.3, window: int = 10):
+    def __init__(self, truncation: float = 0.5, repetition: float = 0.3, rise: float = 0.3, window: int = 10,
+                 shrink: float = 0.5):
         if window < 2:
             raise ValueError(f"LengthAlarm window must be >= 2 steps, got {window}")
+        if not 0.0 <= shrink < 1.0:
+            raise ValueError(f"LengthAlarm shrink must be in [0, 1) (a fraction of the first step's length; "
+                             f"0 turns it off), got {shrink}")
         self.limits = {"truncation": truncation, "repetition": repetition}
-        self.rise, self.window = rise, window
+        self.rise, self.window, self.shrink = rise, window, shrink
         self.history = {k: [] for k in self.KEYS}
         self.active = {k: False for k in self.KEYS}
+        self.first_length = None
 
     def update(self, record: dict) -> list[str]:
         messages = []
@@ -74,6 +82,15 @@ class LengthAlarm:
                       f"rose by {v - min(h):.2f} within {len(h)} steps"
                 messages.append(f"{name} {why} at step {record.get('step')}")
             self.active[name] = over or jumped
+        length = record.get(self.LENGTH_KEY)
+        if length is not None and self.shrink > 0:
+            if self.first_length is None:
+                self.first_length = float(length)
+            short = length <= self.shrink * self.first_length
+            if short and not self.active.get("length", False):
+                messages.append(f"length {length:.1f} <= {self.shrink:.2f} x the first step's "
+                                f"{self.first_length:.1f} at step {record.get('step')}")
+            self.active["length"] = short
         return messages
 
 

@@ -203,7 +203,8 @@ class Trainer:
         self.eval_problems = self.task.problems(cfg.eval_problems, seed=EVAL_SEED, split="test")
         self._stop = threading.Event()
         self._stop_reason = None
-        self.alarm = LengthAlarm(cfg.warn_truncation, cfg.warn_repetition, cfg.warn_rise, cfg.warn_window)
+        self.alarm = LengthAlarm(cfg.warn_truncation, cfg.warn_repetition, cfg.warn_rise, cfg.warn_window,
+                                 cfg.warn_shrink)
         torch.manual_seed(cfg.seed)
 
         # ---- run directory ------------------------------------------------------------------
@@ -397,6 +398,9 @@ class Trainer:
                 rec["teacher/reverse_kl"] = L.full_reverse_kl(s_logits.detach(), teacher_logits, mask)[0].item()
                 rec["teacher/topk_overlap"] = L.topk_overlap(s_logits.detach(), teacher_logits,
                                                              min(cfg.topk, s_logits.shape[-1]), mask).item()
+                # k = 1: do student and teacher agree on the most likely next token? In a small vocabulary
+                # top-4 overlap is mostly the order of near-zero tail tokens; top-1 is not.
+                rec["teacher/top1_overlap"] = L.topk_overlap(s_logits.detach(), teacher_logits, 1, mask).item()
         rec.update(stats)
         rec.update(self.costs.as_metrics())
         rec.update({"time/generate_s": t_gen, "time/teacher_s": t_teacher, "time/update_s": t_update})

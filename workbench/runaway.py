@@ -1,0 +1,61 @@
+"""Summaries of a length runaway from a run's per-step records (docs/records.md).
+
+Notebook 06 asks the same questions of every run: did the truncated fraction jump (some step with
+at least `high` of the rollouts truncated), how many steps did the jump take (from the last step
+under `low`), did it stay there (mean over the last `last` steps above `high`), when did the
+trainer's early warning fire, and how did the student/teacher top-k overlap move. Plain functions on
+lists of record dicts, so they work on a `RecordLog`, a run directory's `metrics.jsonl` or a
+dashboard's store alike.
+"""
+from __future__ import annotations
+
+TRUNC = "rollout/truncated_frac"
+
+
+def _mean(xs) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else None
+
+
+def first_step_at(records: list[dict], key: str = TRUNC, high: float = 0.9) -> int | None:
+    """The first step whose `key` is at least `high` (None: never)."""
+    return next((r["step"] for r in records if r.get(key) is not None and r[key] >= high), None)
+
+
+def jump_width(records: list[dict], low: float = 0.1, high: float = 0.9, key: str = TRUNC) -> int | None:
+    """Steps from the last step under `low` to the first step at or above `high` (None: no such jump)."""
+    k = next((i for i, r in enumerate(records) if r.get(key) is not None and r[key] >= high), None)
+    if k is None:
+        return None
+    j = next((i for i in range(k, -1, -1) if records[i].get(key) is not None and records[i][key] < low), None)
+    return None if j is None else records[k]["step"] - records[j]["step"]
+
+
+def truncation_summary(records: list[dict], high: float = 0.9, last: int = 10, window: int = 5) -> dict:
+    """One row per run: the truncation jump and whether it stayed, the first early warning, the largest
+    repetition rate, top-1 / top-k overlap over the first and last `window` steps, the last evaluation."""
+    if not records:
+        raise ValueError("no records: the run has not logged a step yet")
+    tr = [r[TRUNC] for r in records]
+    first = first_step_at(records, TRUNC, high)
+    tail = _mean(tr[-last:])
+    evals = [r["eval/accuracy"] for r in records if r.get("eval/accuracy") is not None]
+
+    def ends(key):
+        ys = [r.get(key) for r in records]
+        return _mean(ys[:window]), _mean(ys[-window:])
+
+    t1, tk = ends("teacher/top1_overlap"), ends("teacher/topk_overlap")
+    return {"max truncated frac": max(tr), f"final truncated frac (last {last} steps)": tail,
+            "jumped": first is not None, "sustained": tail > high,
+            f"first step >= {high} truncated": first,
+            "first warning": next((r["step"] for r in records if r.get("warning")), None),
+            "max repetition rate": max(r.get("rollout/repetition_rate", 0.0) for r in records),
+            f"top-1 overlap, first {window}": t1[0], f"top-1 overlap, last {window}": t1[1],
+            f"top-4 overlap, first {window}": tk[0], f"top-4 overlap, last {window}": tk[1],
+            "final eval accuracy": evals[-1] if evals else None}
+
+
+def token_count_per_sample(samples: list[dict], token: str) -> float:
+    """Mean number of occurrences of `token` per recorded sample (records' `samples[*]["tokens"]`)."""
+    return sum(s["tokens"].count(token) for s in samples) / max(1, len(samples))
