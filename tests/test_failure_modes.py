@@ -223,3 +223,14 @@ def test_truncation_summary_on_constructed_records():
     with pytest.raises(ValueError, match="no records"):
         R.truncation_summary([])
     assert R.token_count_per_sample([{"tokens": [",", "1", ","]}, {"tokens": ["<unk>"]}], ",") == 1.0
+
+
+def test_rollout_table_keeps_special_tokens_the_text_drops(tok, teacher):
+    from workbench.experiments import rollout_table
+    rows = rollout_table(teacher, tok, TASK, held_out(TASK, 5), temperature=1.0, max_new_tokens=12, seed=3)
+    for row in rows:
+        assert len(row["tokens"]) == row["length"]
+        visible = "".join(t for t in row["tokens"] if t not in tok.all_special_tokens)
+        assert row["completion"] == visible          # the text is the tokens minus the special ones
+        if not row["truncated"]:
+            assert row["tokens"][-1] == tok.eos_token

@@ -276,7 +276,8 @@ def operand_digits(problem) -> int:
 @torch.no_grad()
 def rollout_table(model, tokenizer, task, problems, *, temperature: float = 0.0, max_new_tokens: int | None = None,
                   seed: int = 0, batch_size: int = 256) -> list[dict]:
-    """One row per problem: prompt, completion, length (tokens incl. EOS), truncated, correct, digits."""
+    """One row per problem: prompt, completion, length (tokens incl. EOS), truncated, correct, digits, and
+    `tokens` (the completion's tokens through EOS, special tokens included: the text drops them)."""
     dev = next(model.parameters()).device
     gen = torch.Generator(device=dev).manual_seed(seed)
     max_new = max_new_tokens or task.max_new_tokens
@@ -286,10 +287,11 @@ def rollout_table(model, tokenizer, task, problems, *, temperature: float = 0.0,
         ids, mask = prompt_batch(tokenizer, chunk, dev)
         r = sample(model, ids, mask, max_new_tokens=max_new, eos_token_id=tokenizer.eos_token_id,
                    pad_token_id=tokenizer.pad_token_id, temperature=temperature, generator=gen)
-        for p, text, n, tr in zip(chunk, decode_completions(tokenizer, r), r.lengths.tolist(), r.truncated.tolist()):
+        for p, text, n, tr, ids_ in zip(chunk, decode_completions(tokenizer, r), r.lengths.tolist(), r.truncated.tolist(),
+                                        r.completion_ids.tolist()):
             rows.append({"prompt": p.prompt, "completion": text, "length": int(n), "truncated": bool(tr),
                          "correct": task.verify(p, text, truncated=tr).correct, "digits": operand_digits(p),
-                         "problem": p})
+                         "problem": p, "tokens": tokenizer.convert_ids_to_tokens(ids_[:n])})
     return rows
 
 
