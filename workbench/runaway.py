@@ -17,14 +17,19 @@ def _mean(xs) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
+def _first_index_at(records: list[dict], key: str, high: float) -> int | None:
+    return next((i for i, r in enumerate(records) if r.get(key) is not None and r[key] >= high), None)
+
+
 def first_step_at(records: list[dict], key: str = TRUNC, high: float = 0.9) -> int | None:
     """The first step whose `key` is at least `high` (None: never)."""
-    return next((r["step"] for r in records if r.get(key) is not None and r[key] >= high), None)
+    k = _first_index_at(records, key, high)
+    return None if k is None else records[k]["step"]
 
 
 def jump_width(records: list[dict], low: float = 0.1, high: float = 0.9, key: str = TRUNC) -> int | None:
     """Steps from the last step under `low` to the first step at or above `high` (None: no such jump)."""
-    k = next((i for i, r in enumerate(records) if r.get(key) is not None and r[key] >= high), None)
+    k = _first_index_at(records, key, high)
     if k is None:
         return None
     j = next((i for i in range(k, -1, -1) if records[i].get(key) is not None and records[i][key] < low), None)
