@@ -234,3 +234,18 @@ def test_rollout_table_keeps_special_tokens_the_text_drops(tok, teacher):
         assert row["completion"] == visible          # the text is the tokens minus the special ones
         if not row["truncated"]:
             assert row["tokens"][-1] == tok.eos_token
+
+
+def test_budget_stopped_run_gets_a_final_evaluation_with_its_costs():
+    """experiments.train evaluates where a run stopped when the trainer did not (budget stop mid-interval):
+    the added row carries that step's cumulative tokens, FLOPs and training time."""
+    from workbench import experiments as X
+    log = X.RecordLog()
+    tr = X.train("sft", log=log, name="b", steps=6, batch_size=4, eval_every=5, eval_problems=4, eval_sampled=False,
+                 device="cpu", budget_tokens=1)
+    last = log.records["b"][-1]
+    assert tr.step_count == last["step"] < 5             # stopped by the budget before the first scheduled eval
+    row = log.evals["b"][-1]
+    assert row["step"] == tr.step_count and "eval/accuracy" in row
+    assert row["student_tokens"] == last["cost/student_tokens"] and row["flops"] == last["cost/flops"]
+    assert row["train_s"] == last["train_s"] > 0

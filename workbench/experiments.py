@@ -173,9 +173,8 @@ def train(method: str, callbacks=(), *, student=None, teacher=None, tokenizer=No
         if not curve or curve[-1]["step"] != trainer.step_count:   # evaluate where the run ended
             last = log.records[cfg.name][-1] if log.records.get(cfg.name) else {}
             log.add_eval(cfg.name, {**{k: last.get(k) for k in ("cost/student_tokens", "cost/teacher_tokens",
-                                                                 "cost/flops")},
+                                                                 "cost/flops")}, "train_s": last.get("train_s", 0.0),
                                     **trainer.evaluate(step=trainer.step_count)}, step=trainer.step_count)
-            log.evals[cfg.name][-1]["train_s"] = last.get("train_s", 0.0)
     return trainer
 
 
