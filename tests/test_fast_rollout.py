@@ -1,8 +1,8 @@
 """workbench.fast_rollout: every fast path keeps the model's distribution exactly.
 
 Greedy output equals `model.generate` (left-padded prompts of different lengths, rows ending with EOS at
-different steps, row chunking and compaction on and off, both decode-attention kernels, GQA, biases,
-non-default rotary scaling); stored log-probs equal a re-scoring forward and the generic loop's; sampled
+different steps, row chunking and compaction on and off, all three decode paths (compiled C kernels, bmm,
+SDPA), GQA, biases, non-default rotary scaling); stored log-probs equal a re-scoring forward and the generic loop's; sampled
 token frequencies match the model's exact joint distribution (chi-square at a fixed seed, with a control
 showing the bound rejects a slightly wrong distribution); unsupported models fall back to the generic loop.
 No timing assertions here: speed is measured by `python -m workbench bench` (docs/benchmarks.md).
@@ -85,6 +85,14 @@ def _check_consistency(r, max_new):
     assert N == max_new or (not r.truncated.any() and r.lengths.max().item() == N)   # early exit
 
 
+ATTENTIONS = ("c", "bmm", "sdpa")
+
+
+def _c_runs(model) -> bool:
+    """Whether attention="c" (the compiled kernels) can run this model here."""
+    return fr.c_unsupported_reason(fr._Plan(model, 8, "cpu"), "cpu") is None
+
+
 MODELS = {
     "llama": lambda tok: build_model("tiny-student", tok, "llama", seed=1),
     "qwen2": lambda tok: build_model("tiny-student", tok, "qwen2", seed=1),     # q/k/v biases
@@ -106,7 +114,9 @@ def test_greedy_equals_generate_on_random_models(tok, name):
         for B in (1, 6, 43):
             gen = _generate(model, ids[:B], mask[:B], 20)
             for row_chunk, compact in VARIANTS:
-                for attention in ("bmm", "sdpa"):
+                for attention in ATTENTIONS:
+                    if attention == "c" and not _c_runs(model):
+                        continue
                     r = _fast(model, ids[:B], mask[:B], 20, row_chunk=row_chunk, compact=compact,
                               attention=attention)
                     assert torch.equal(r.completion_ids, gen), (name, B, row_chunk, compact, attention)

@@ -194,6 +194,14 @@ def bench_rollout(model, tok, task_name: str, label: str, batch_size: int, max_n
     variants = {"ours": ours("auto"), "generate": generate}
     if hf_loop and engine == "fast":
         variants["hf_loop"] = ours("hf")
+    kernels = fast_rollout.attention_used(model, dev) if engine == "fast" else None
+    if kernels == "c":          # the same engine with its torch decode path: what the compiled kernels add
+        def torch_kernels(rep):
+            g = torch.Generator(device=dev).manual_seed(1000 + rep)
+            c, _ = fast_rollout.fast_sample(model, ids, mask, max_new_tokens=max_new_tokens, eos_token_id=eos,
+                                            pad_token_id=pad, temperature=temperature, generator=g, attention="bmm")
+            return int(_completion_lengths(c, eos).sum())
+        variants["ours_torch_kernels"] = torch_kernels
     if engine == "fast" and dev.type == "cuda":
         def graphed(rep):
             g = torch.Generator(device=dev).manual_seed(1000 + rep)
@@ -204,7 +212,7 @@ def bench_rollout(model, tok, task_name: str, label: str, batch_size: int, max_n
     res = _interleaved(variants, repeats, dev)
     row = {"bench": "rollout", "model": label, "params": params, "device": str(dev),
            "dtype": str(next(model.parameters()).dtype).replace("torch.", ""), "threads": torch.get_num_threads(),
-           "engine": engine, "batch_size": batch_size, "max_new_tokens": max_new_tokens,
+           "engine": engine, "decode_kernels": kernels, "batch_size": batch_size, "max_new_tokens": max_new_tokens,
            "temperature": temperature, "repeats": repeats}
     tps = {}
     for name, runs in res.items():
@@ -228,7 +236,95 @@ def bench_rollout(model, tok, task_name: str, label: str, batch_size: int, max_n
     if "hf_loop" in tps:
         ratios = [a / b for a, b in zip(tps["ours"], tps["hf_loop"])]
         row["ratio_vs_hf_loop"], row["ratio_vs_hf_loop_min"], row["ratio_vs_hf_loop_max"] = _stats(ratios)
+    if engine == "fast" and dev.type == "cpu":
+        parts = time_parts(model, ids, mask, max_new_tokens, eos, pad, temperature, repeats)
+        row.update(parts)
+        row["ceiling_ratio_vs_generate"] = row["generate_s_median"] / (parts["parts_matmul_s"] + parts["parts_kv_floor_s"])
     return row
+
+
+def kv_read_rate(n_bytes: int, repeats: int = 10) -> float:
+    """Bytes/s of `sum` over float32 buffers of `n_bytes` in total, rotated over 4 buffers like the per-layer
+    caches (best of `repeats`, torch's current thread count): the rate at which decode attention could at
+    best read its cache."""
+    bufs = [torch.randn(max(1, n_bytes // 16)) for _ in range(4)]
+    for b in bufs:
+        b.sum()
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for b in bufs:
+            b.sum()
+        best = min(best, time.perf_counter() - t)
+    return 4 * bufs[0].numel() * 4 / best
+
+
+def time_parts(model, ids, mask, max_new_tokens, eos, pad, temperature, repeats) -> dict:
+    """Where one call of the fast engine spends its time (CPU; median over `repeats` instrumented calls,
+    separate from the timed ones): its matmuls (time inside every `torch.mm`/`addmm` of prefill and decode),
+    decode attention (the kernel calls), and the KV-cache bytes decode attention must read, turned into a
+    floor at this machine's measured read rate (`kv_read_rate` on one chunk's cache size). Matmuls at
+    MKL's speed plus that floor is what any exact float32 engine doing the same matmuls needs at least;
+    `ceiling_ratio_vs_generate` = generate's time / that, the best ratio possible if everything else
+    (norms, rotary, softmax, sampling, Python) cost nothing."""
+    from . import ckernels, fast_rollout as fr
+    rec = {"mm": 0.0, "attn": 0.0, "kv_bytes": 0, "cache_bytes": 0, "c": False}
+    orig_lin, orig_c, orig_t, orig_load = fr._lin, fr._decode_c, fr._decode, ckernels.load
+
+    def lin(x, wt, b):
+        t = time.perf_counter()
+        out = orig_lin(x, wt, b)
+        rec["mm"] += time.perf_counter() - t
+        return out
+
+    def count(pl, tok, slot, Ks):
+        rec["kv_bytes"] += 2 * tok.shape[0] * (slot + 1) * pl.Hkv * pl.D * Ks[0].element_size() * pl.n_layers
+        rec["cache_bytes"] = max(rec["cache_bytes"], 2 * sum(k.numel() * k.element_size() for k in Ks))
+
+    def dec_c(pl, tok, pos, slot, Ks, Vs, mask_add):
+        count(pl, tok, slot, Ks)
+        rec["c"] = True
+        return orig_c(pl, tok, pos, slot, Ks, Vs, mask_add)
+
+    def dec_t(pl, tok, pos, slot, Ks, Vs, mask_add, attention):
+        count(pl, tok, slot, Ks)          # the torch path: its attention ops are not timed apart
+        return orig_t(pl, tok, pos, slot, Ks, Vs, mask_add, attention)
+
+    class TimedLib:
+        def __init__(self, lib):
+            self._lib = lib
+
+        def __getattr__(self, name):
+            fn = getattr(self._lib, name)
+            if name != "attn_decode":
+                return fn
+
+            def timed(*a):
+                t = time.perf_counter()
+                fn(*a)
+                rec["attn"] += time.perf_counter() - t
+            return timed
+
+    rows = []
+    try:
+        fr._lin, fr._decode_c, fr._decode = lin, dec_c, dec_t
+        lib = orig_load()
+        ckernels.load = (lambda: TimedLib(lib)) if lib is not None else orig_load
+        for rep in range(repeats):
+            rec.update(mm=0.0, attn=0.0, kv_bytes=0, cache_bytes=0, c=False)
+            g = torch.Generator().manual_seed(1000 + rep)
+            t = time.perf_counter()
+            fr.fast_sample(model, ids, mask, max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=pad,
+                           temperature=temperature, generator=g)
+            rows.append(dict(rec, total=time.perf_counter() - t))
+    finally:
+        fr._lin, fr._decode_c, fr._decode, ckernels.load = orig_lin, orig_c, orig_t, orig_load
+    rate = kv_read_rate(rows[0]["cache_bytes"])
+    med = lambda k: statistics.median(r[k] for r in rows)          # noqa: E731
+    return {"parts_total_s": med("total"), "parts_matmul_s": med("mm"),
+            "parts_attention_s": med("attn") if rows[0]["c"] else None,
+            "parts_kv_bytes": rows[0]["kv_bytes"], "kv_read_bytes_per_s": rate,
+            "parts_kv_floor_s": rows[0]["kv_bytes"] / rate}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -568,6 +664,24 @@ def report(rows: list[dict]) -> str:
                           f"{f(r.get('ours_cuda_graph_ratio_vs_generate'))} |" if graph else "")
                        + f" {100 * r.get('ours_frac_of_peak', 0):.1f} | {100 * r.get('generate_frac_of_peak', 0):.1f} |")
         out.append("")
+        parts = [r for r in ro if r.get("parts_matmul_s") is not None]
+        if parts:
+            out.append("Where one call of ours goes (instrumented calls, medians; the KV floor = bytes decode "
+                       "attention reads / this machine's measured read rate; ceiling = generate s / (matmuls + KV "
+                       "floor), the best ratio possible if nothing else cost anything):\n")
+            out.append("| model | batch | decode kernels | ours s | matmuls s | decode attention s | KV read GB "
+                       "| read rate GB/s | KV floor s | everything else s | torch-kernel engine / generate "
+                       "| **ceiling / generate** |")
+            out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+            for r in parts:
+                att = r.get("parts_attention_s")
+                rest = r["parts_total_s"] - r["parts_matmul_s"] - (att or 0)
+                out.append(f"| {r['model']} | {r['batch_size']} | {r.get('decode_kernels')} | {r['parts_total_s']:.3f} | "
+                           f"{r['parts_matmul_s']:.3f} | {f(att, 3) or 'in the rest'} | {r['parts_kv_bytes'] / 1e9:.2f} | "
+                           f"{r['kv_read_bytes_per_s'] / 1e9:.1f} | {r['parts_kv_floor_s']:.3f} | {rest:.3f} | "
+                           f"{f(r.get('ours_torch_kernels_ratio_vs_generate'))} | "
+                           f"**{r['ceiling_ratio_vs_generate']:.2f}** |")
+            out.append("")
     st = [r for r in rows if r.get("bench") == "step"]
     if st:
         out.append("Training step (full-size defaults; medians; generation share = generate_s / step_s; "

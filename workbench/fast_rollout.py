@@ -13,9 +13,12 @@ What it does instead of calling `model(...)` per token:
   * the model's own parameters are used directly (`torch.mm`/`F.embedding` on the embedding, norm, q/k/v/o
     and MLP weights, the rotary module's own cos/sin), with q/k/v and gate/up fused into one matmul each
     for small models: the HF modules' op sequence minus module-call, decorator, mask and output overhead;
-  * decode attention on CPU is two small batched GEMMs per layer (scores of all heads of a row against a
-    block-diagonal query matrix, then values), several times faster than SDPA's kernel at query length 1;
-    prefill and the CUDA path make the same SDPA calls transformers makes;
+  * on CPU in float32, everything between the matmuls of a decode step (RMSNorm, rotary, cache write,
+    attention, SiLU x up) runs in the fused C kernels of `workbench.ckernels`, compiled on first use
+    (attention="c"); without a C compiler, decode attention is two small batched GEMMs per layer (scores of
+    all heads of a row against a block-diagonal query matrix, then values; attention="bmm"), several times
+    faster than SDPA's kernel at query length 1; prefill and the CUDA path make the same SDPA calls
+    transformers makes;
   * the prefill runs the last layer for the last prompt position only (the other positions need only
     that layer's keys and values);
   * rows that have ended are dropped from the batch as they end (compaction), the loop stops when every
@@ -205,14 +208,22 @@ def _swap_halves(x, D):
     return torch.roll(x, D // 2, -1)
 
 
-def _prefill(pl: _Plan, ids, pos, mask4, Ks, Vs):
+def _prefill(pl: _Plan, ids, pos, mask4, Ks, Vs, use_c: bool = False):
     """Forward over the prompts [B, P] (same ops and SDPA calls as transformers' sdpa path), writing keys
     and values into cache slots [0, P). Returns the last position's logits [B, V] (float).
 
     The last layer runs attention, o-projection and MLP for the last position only: the other positions'
     outputs of that layer feed nothing (only their keys and values are kept), so skipping them changes no
-    result used; measured 1.23x faster prefill on the zoo teacher (4 layers, 128 rows x 13 tokens)."""
+    result used; measured 1.23x faster prefill on the zoo teacher (4 layers, 128 rows x 13 tokens).
+    use_c: RMSNorm and SiLU x up by the C kernels (as in `_decode_c`)."""
     B, T = ids.shape
+    if use_c:
+        from . import ckernels
+        rms = ckernels.rmsnorm
+        act_mul = lambda gu, act, inter: ckernels.silu_mul(gu, inter)   # noqa: E731
+    else:
+        rms = pl.rms
+        act_mul = lambda gu, act, inter: act(gu[:, :inter]) * gu[:, inter:]   # noqa: E731
     D, H, Hkv = pl.D, pl.H, pl.Hkv
     x = F.embedding(ids, pl.embed)
     cos, ss = pl.cos_sin(x, pos)
@@ -220,7 +231,7 @@ def _prefill(pl: _Plan, ids, pos, mask4, Ks, Vs):
     h = x.reshape(B * T, -1)
     for li, (ln1, e1, qkv_wt, qkv_b, o_wt, o_b, ln2, e2, gu_wt, gu_b, d_wt, d_b, act, inter) in enumerate(pl.layers):
         last = li == pl.n_layers - 1
-        qkv = _lin(pl.rms(h, ln1, e1), qkv_wt, qkv_b).view(B, T, -1)
+        qkv = _lin(rms(h, ln1, e1), qkv_wt, qkv_b).view(B, T, -1)
         q = qkv[..., :H * D].reshape(B, T, H, D).transpose(1, 2)
         k = qkv[..., H * D:(H + Hkv) * D].reshape(B, T, Hkv, D).transpose(1, 2)
         v = qkv[..., (H + Hkv) * D:].reshape(B, T, Hkv, D)
@@ -251,9 +262,9 @@ def _prefill(pl: _Plan, ids, pos, mask4, Ks, Vs):
         if last:
             h = h.view(B, T, -1)[:, -1, :]
         h = h + _lin(o, o_wt, o_b)
-        gu = _lin(pl.rms(h, ln2, e2), gu_wt, gu_b)
-        h = h + _lin(act(gu[:, :inter]) * gu[:, inter:], d_wt, d_b)
-    return _lin(pl.rms(h, pl.norm_w, pl.norm_eps), pl.lm_wt, pl.lm_b).float()
+        gu = _lin(rms(h, ln2, e2), gu_wt, gu_b)
+        h = h + _lin(act_mul(gu, act, inter), d_wt, d_b)
+    return _lin(rms(h, pl.norm_w, pl.norm_eps), pl.lm_wt, pl.lm_b).float()
 
 
 def _decode(pl: _Plan, tok, pos, slot: int, Ks, Vs, mask_add, attention: str):
@@ -306,6 +317,83 @@ def _decode(pl: _Plan, tok, pos, slot: int, Ks, Vs, mask_add, attention: str):
     return _lin(pl.rms(h, pl.norm_w, pl.norm_eps), pl.lm_wt, pl.lm_b).float()
 
 
+def _decode_c(pl: _Plan, tok, pos, slot: int, Ks, Vs, mask_add):
+    """`_decode` with attention="c": the matmuls in torch, everything between them in the fused C kernels of
+    `workbench.ckernels` (RMSNorm; rotary, cache write and attention in one pass per row; SiLU x up). Same
+    math, float32 on CPU only; rounding can differ from the torch path in the last bits.
+
+    The kernels are called directly (no argument checks: every tensor here is a contiguous float32 CPU
+    tensor made by this function or by `_sample_rows`; `ckernels`' public wrappers check the same calls)."""
+    from . import ckernels
+    lib = ckernels.load()
+    D, H, Hkv = pl.D, pl.H, pl.Hkv
+    B = tok.shape[0]
+    d = pl.embed.shape[1]
+    h = F.embedding(tok, pl.embed)                                   # [B, d]
+    cs = F.embedding(pos, pl.table)                                  # [B, 2D]: cos | signed sin
+    hn = torch.empty_like(h)
+    o = h.new_empty(B, H * D)
+    scratch = h.new_empty(H * (slot + 1))
+    m_ptr, m_stride = (None, 0) if mask_add is None else (mask_add.data_ptr(), mask_add.stride(0))
+    row_stride = Ks[0].stride(0)
+    for li, (ln1, e1, qkv_wt, qkv_b, o_wt, o_b, ln2, e2, gu_wt, gu_b, d_wt, d_b, act, inter) in enumerate(pl.layers):
+        lib.rmsnorm(h.data_ptr(), ln1.data_ptr(), hn.data_ptr(), B, d, e1)
+        qkv = _lin(hn, qkv_wt, qkv_b)
+        lib.attn_decode(qkv.data_ptr(), cs.data_ptr(), Ks[li].data_ptr(), Vs[li].data_ptr(), row_stride, slot,
+                        m_ptr, m_stride, o.data_ptr(), B, H, Hkv, D, pl.scaling, scratch.data_ptr())
+        h = h + _lin(o, o_wt, o_b)
+        lib.rmsnorm(h.data_ptr(), ln2.data_ptr(), hn.data_ptr(), B, d, e2)
+        gu = _lin(hn, gu_wt, gu_b)
+        a = gu.new_empty(B, inter)
+        lib.silu_mul(gu.data_ptr(), a.data_ptr(), B, inter)
+        h = h + _lin(a, d_wt, d_b)
+    lib.rmsnorm(h.data_ptr(), pl.norm_w.data_ptr(), hn.data_ptr(), B, d, pl.norm_eps)
+    return _lin(hn, pl.lm_wt, pl.lm_b).float()
+
+
+def attention_used(model, dev) -> str:
+    """The decode path `fast_sample(attention="auto")` takes for `model` on `dev`: "c", "bmm" or "sdpa"."""
+    return _resolve_attention(_Plan(model, 2, torch.device(dev)), torch.device(dev), "auto", cuda_graph=False)
+
+
+def _resolve_attention(pl: _Plan, dev: torch.device, attention: str, cuda_graph: bool) -> str:
+    """`fast_sample`'s attention option made concrete ("auto" -> the fastest path that runs here, by
+    measurement: "c" on CPU float32 when the C kernels build, else "bmm" there, else the SDPA call HF makes);
+    a clear error for "c" where it cannot run."""
+    cpu32 = dev.type == "cpu" and pl.dtype == torch.float32
+    if attention == "c":
+        if cuda_graph:
+            raise ValueError("attention='c' does not combine with cuda_graph=True")
+        why_not = c_unsupported_reason(pl, dev)
+        if why_not is not None:
+            raise ValueError(f"attention='c' cannot run here: {why_not}")
+        return "c"
+    if attention != "auto":
+        return attention
+    if cpu32 and not cuda_graph and c_unsupported_reason(pl, dev) is None:
+        return "c"
+    return "bmm" if cpu32 else "sdpa"
+
+
+def c_unsupported_reason(pl: _Plan, dev) -> str | None:
+    """None when `_decode_c` can run this plan; else why not (the "bmm" path is used)."""
+    from . import ckernels
+    if torch.device(dev).type != "cpu" or pl.dtype != torch.float32:
+        return "C kernels are float32 on CPU only"
+    if pl.table is None:
+        return "dynamic rope scaling (no static rotary table)"
+    for layer in pl.layers:
+        if layer[12] is not F.silu:
+            return f"activation {layer[12]} is not SiLU"
+        if not (isinstance(layer[2], torch.Tensor) and isinstance(layer[8], torch.Tensor)):
+            return "unfused q/k/v or gate/up weights (model above FUSE_MAX_PARAMS)"
+    if pl.D % 8:
+        return f"head_dim {pl.D} is not a multiple of 8"
+    if not ckernels.available():
+        return f"C kernels unavailable ({ckernels.unavailable_reason()})"
+    return None
+
+
 # Models up to this many parameters get fused and (on CPU) re-laid-out weight copies per call (see _Plan).
 FUSE_MAX_PARAMS = 50_000_000
 
@@ -331,7 +419,8 @@ def fast_sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, m
     (completion is padded with `pad_token_id` after each row's EOS, logprobs with 0).
 
     Options (defaults chosen per device by measurement, see docs/benchmarks.md):
-      attention: "auto" ("bmm" for float32 on CPU, else "sdpa"), "bmm" or "sdpa" (see `_decode`).
+      attention: "auto" (CPU float32: "c" when the C kernels build and support the model, else "bmm";
+        otherwise "sdpa"), "c" (`_decode_c`; an error if it cannot run), "bmm" or "sdpa" (see `_decode`).
       row_chunk: decode the batch in chunks of at most this many rows, one after the other; None = CPU:
         DEFAULT_CPU_ROW_CHUNK, CUDA: the whole batch.
       compact: drop finished rows from the batch as they end (None = on, except with cuda_graph).
@@ -344,10 +433,8 @@ def fast_sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, m
     if reason is not None:
         raise ValueError(f"fast rollout engine cannot run this model: {reason}; use engine='hf'")
     dev = prompt_ids.device
-    if attention == "auto":     # bmm: CPU float32 (measured faster there); otherwise the SDPA call HF makes
-        attention = "bmm" if dev.type == "cpu" and model.dtype == torch.float32 else "sdpa"
-    if attention not in ("bmm", "sdpa"):
-        raise ValueError(f"attention must be 'auto', 'bmm' or 'sdpa', got {attention!r}")
+    if attention not in ("auto", "c", "bmm", "sdpa"):
+        raise ValueError(f"attention must be 'auto', 'c', 'bmm' or 'sdpa', got {attention!r}")
     if cuda_graph and dev.type != "cuda" and not _GRAPH_BODY_ON_CPU:
         raise ValueError("cuda_graph=True needs the model on a CUDA device")
     if compact is None:
@@ -358,6 +445,7 @@ def fast_sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, m
     if row_chunk is None:
         row_chunk = B if dev.type == "cuda" else DEFAULT_CPU_ROW_CHUNK
     pl = _Plan(model, P + max_new_tokens, dev)
+    attention = _resolve_attention(pl, dev, attention, cuda_graph)
     if pl.dynamic_rope:
         if cuda_graph:
             raise ValueError("cuda_graph=True does not support dynamic rope scaling (its update is data-dependent)")
@@ -398,7 +486,7 @@ def _sample_rows(pl, prompt_ids, prompt_mask, max_new_tokens, eos_token_id, pad_
         mask_add[:, 0, :P].masked_fill_(~pmask, float("-inf"))
     else:
         m4, mask_add = None, None
-    logits = _prefill(pl, prompt_ids, pos, m4, Ks, Vs)
+    logits = _prefill(pl, prompt_ids, pos, m4, Ks, Vs, use_c=attention == "c")
     step = _CudaGraphStep(pl, K, V, mask_add, dev) if cuda_graph else None
 
     next_pos = prompt_mask.long().sum(-1)               # [b] position of the next token of each live row
@@ -445,6 +533,8 @@ def _sample_rows(pl, prompt_ids, prompt_mask, max_new_tokens, eos_token_id, pad_
             tok, next_pos, done = tok[keep], next_pos[keep], done[keep]
         if step is not None:
             logits = step(tok, next_pos, P + t)
+        elif attention == "c":
+            logits = _decode_c(pl, tok, next_pos, P + t, Ks, Vs, mask_add)
         else:
             logits = _decode(pl, tok, next_pos, P + t, Ks, Vs, mask_add, attention)
         next_pos = next_pos + 1
