@@ -11,7 +11,9 @@ Method: each measured call is warmed up once, then run `--repeats` times; varian
 and the min/max over repeats, and ratios are medians of per-repeat paired ratios. The first row is
 the machine; the second the matmul peak (a square matmul in the model dtype, repeated; FLOP/s of the
 best run), measured in the same run, against which achieved FLOP/s (2 x params x tokens processed,
-prompt tokens included; the usual forward approximation) are reported as `*_frac_of_peak`.
+prompt tokens included; the usual forward approximation) are reported as `*_frac_of_peak`. On CPU,
+`bench rollout` also splits one instrumented call of our engine into matmuls, decode attention and a
+KV-cache read floor (`time_parts`), and reports the best ratio to `generate` those parts allow.
 
 Models: `--model` is a zoo name (default: the addition teacher; `bench rollout` also runs the student
 at the largest batch), a checkpoint directory, or `qwen2-0.5b-shape`: a random-weight model with
