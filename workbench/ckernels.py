@@ -114,10 +114,6 @@ def unavailable_reason() -> str | None:
     return _reason
 
 
-def _ptr(t: torch.Tensor) -> int:
-    return t.data_ptr()
-
-
 def _check(*ts):
     for t in ts:
         if t.dtype != torch.float32 or t.device.type != "cpu" or not t.is_contiguous():
@@ -125,27 +121,26 @@ def _check(*ts):
                              f"contiguous={t.is_contiguous()}")
 
 
-def rmsnorm(x: torch.Tensor, w: torch.Tensor, eps: float, out: torch.Tensor | None = None) -> torch.Tensor:
+def rmsnorm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
     """w * (x * rsqrt(mean(x^2, -1) + eps)) over the rows of a 2-D x (LlamaRMSNorm in float32)."""
     _check(x, w)
-    out = torch.empty_like(x) if out is None else out
-    load().rmsnorm(_ptr(x), _ptr(w), _ptr(out), x.shape[0], x.shape[1], eps)
+    out = torch.empty_like(x)
+    load().rmsnorm(x.data_ptr(), w.data_ptr(), out.data_ptr(), x.shape[0], x.shape[1], eps)
     return out
 
 
-def silu_mul(gu: torch.Tensor, inter: int, out: torch.Tensor | None = None) -> torch.Tensor:
+def silu_mul(gu: torch.Tensor, inter: int) -> torch.Tensor:
     """silu(gu[:, :inter]) * gu[:, inter:] for gu [rows, 2 * inter]."""
     _check(gu)
     if gu.shape[1] != 2 * inter:
         raise ValueError(f"gu has {gu.shape[1]} columns, expected 2 * inter = {2 * inter}")
-    out = gu.new_empty(gu.shape[0], inter) if out is None else out
-    load().silu_mul(_ptr(gu), _ptr(out), gu.shape[0], inter)
+    out = gu.new_empty(gu.shape[0], inter)
+    load().silu_mul(gu.data_ptr(), out.data_ptr(), gu.shape[0], inter)
     return out
 
 
 def attn_decode(qkv: torch.Tensor, cs: torch.Tensor, K: torch.Tensor, V: torch.Tensor, slot: int,
-                mask: torch.Tensor | None, H: int, Hkv: int, D: int, scale: float,
-                out: torch.Tensor | None = None) -> torch.Tensor:
+                mask: torch.Tensor | None, H: int, Hkv: int, D: int, scale: float) -> torch.Tensor:
     """One decode step of attention (see decode_cpu.c): rotates q and k in `qkv` [B, (H+2Hkv)D] in place with
     `cs` [B, 2D] (cos | signed sin), writes k and v into slot `slot` of K, V [B, S, Hkv*D] (rows may be a
     leading slice of a bigger cache: only their row stride is used), attends over slots [0, slot] with the
@@ -158,14 +153,14 @@ def attn_decode(qkv: torch.Tensor, cs: torch.Tensor, K: torch.Tensor, V: torch.T
         raise ValueError("K and V must be [>=B, S, Hkv*D] with contiguous rows and equal strides")
     if not 0 <= slot < K.shape[1]:
         raise ValueError(f"slot {slot} outside the cache's {K.shape[1]} slots")
-    out = qkv.new_empty(B, H * D) if out is None else out
+    out = qkv.new_empty(B, H * D)
     scratch = qkv.new_empty(H * (slot + 1))
     if mask is not None:
         if mask.dtype != torch.float32 or mask.stride(-1) != 1:
             raise ValueError("mask must be float32 with contiguous last dimension")
-        mptr, mstride = _ptr(mask), mask.stride(0)
+        mptr, mstride = mask.data_ptr(), mask.stride(0)
     else:
         mptr, mstride = None, 0
-    load().attn_decode(_ptr(qkv), _ptr(cs), _ptr(K), _ptr(V), K.stride(0), slot, mptr, mstride, _ptr(out),
-                       B, H, Hkv, D, scale, _ptr(scratch))
+    load().attn_decode(qkv.data_ptr(), cs.data_ptr(), K.data_ptr(), V.data_ptr(), K.stride(0), slot, mptr, mstride,
+                       out.data_ptr(), B, H, Hkv, D, scale, scratch.data_ptr())
     return out
