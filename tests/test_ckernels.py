@@ -171,3 +171,11 @@ def test_cache_key_depends_on_the_cpu(monkeypatch):
         monkeypatch.setattr(ckernels, "_cpu_fingerprint", lambda fp=fp: fp)
         keys.add(ckernels._library_path("cc", src).name)
     assert len(keys) == 2
+
+
+def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("OPD_WORKBENCH_CACHE", str(tmp_path / "a"))
+    assert ckernels.cache_dir() == tmp_path / "a" / "kernels"
+    monkeypatch.delenv("OPD_WORKBENCH_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert ckernels.cache_dir() == tmp_path / "xdg" / "opd-workbench" / "kernels"
