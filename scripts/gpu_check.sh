@@ -7,10 +7,11 @@
 # (PYTHON=... to choose; else .venv/bin/python if it imports torch with CUDA, else python3) and runs the
 # workbench from this checkout (PYTHONPATH), so nothing is installed. Writes:
 #   $OUT/bench_gpu.jsonl    one JSON object per line: machine, matmul peak, exactness rows, rollout rows
-#                           (fast engine, fast + CUDA graph, generic loop vs model.generate) for the zoo
-#                           teacher/student (bf16) and a random-weight Qwen2-0.5B-shaped model (bf16)
-#                           (+ the CPU rollout benchmark on this machine's idle CPU, 1 and 4 threads)
-#   $OUT/pytest_gpu.txt     tests/test_fast_rollout.py on this machine (includes the CUDA-graph test)
+#                           (fast engine = CUDA graph, its eager path, generic loop vs model.generate) for
+#                           the zoo teacher/student (bf16) and a random-weight Qwen2-0.5B-shaped model
+#                           (bf16), and training-step rows (generate / teacher / update time)
+#   $OUT/pytest_cuda.txt    tests/test_cuda.py (the CUDA-graph engine: exactness, sampling, training steps)
+#   $OUT/pytest_gpu.txt     tests/test_ckernels.py + tests/test_fast_rollout.py on this machine's CPU
 #   $OUT/gpu_check.log      everything printed
 # Tables for docs/benchmarks.md: python -m workbench.bench report $OUT/bench_gpu.jsonl
 # Exit status: 0 when every step ran (whatever the numbers), 3 when torch/transformers/CUDA are missing.
@@ -63,12 +64,12 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export TOKENIZERS_PARALLELISM=false
 T=${STEP_TIMEOUT:-900}
 
-echo "== 1/6 tests/test_fast_rollout.py (exactness; CPU models + the CUDA-graph test)"
+echo "== 1/6 tests/test_cuda.py (the CUDA-graph engine that rollout.sample uses on CUDA: exactness, sampling, training steps)"
 if "$PY" -c 'import pytest' 2>/dev/null; then
-  timeout "$T" "$PY" -m pytest -q -p no:cacheprovider tests/test_fast_rollout.py > "$OUT/pytest_gpu.txt" 2>&1
-  echo "   pytest exit $? (details in pytest_gpu.txt)"; tail -n 3 "$OUT/pytest_gpu.txt"
+  timeout "$T" "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py > "$OUT/pytest_cuda.txt" 2>&1
+  echo "   pytest exit $? (details in pytest_cuda.txt)"; tail -n 3 "$OUT/pytest_cuda.txt"
 else
-  echo "   pytest not installed: skipped" | tee "$OUT/pytest_gpu.txt"
+  echo "   pytest not installed: skipped" | tee "$OUT/pytest_cuda.txt"
 fi
 
 echo "== 2/6 greedy exactness on the GPU (zoo models in bf16 and fp32; 0.5B-shaped model in bf16)"
@@ -91,26 +92,26 @@ EOF
 echo "   exit $?"
 
 echo "== 3/6 bench rollout: zoo teacher (batch 1, 32, 256) and student (256), bf16"
-timeout "$T" "$PY" -m workbench bench rollout --device cuda --json >> "$JSONL"
+timeout "$T" "$PY" -m workbench bench rollout --device cuda --repeats 3 --json >> "$JSONL"
 echo "   exit $?"
 
-echo "== 4/6 bench rollout: random-weight Qwen2-0.5B shape, bf16 (batch 1, 32, 256; 64 new tokens)"
-for B in 1 32 256; do
+echo "== 4/6 bench step on the GPU (zoo pair; rollout engine auto = CUDA graph, vs the generic loop)"
+timeout "$T" "$PY" -m workbench bench step --device cuda --repeats 3 --json >> "$JSONL"
+echo "   exit $?"
+
+echo "== 5/6 bench rollout: random-weight Qwen2-0.5B shape, bf16 (batch 256, 32, 1; 64 new tokens)"
+for B in 256 32 1; do
   timeout "$T" "$PY" -m workbench bench rollout --device cuda --model qwen2-0.5b-shape --batch-size "$B" \
       --max-new-tokens 64 --repeats 3 --json >> "$JSONL"
   echo "   batch $B exit $?"
 done
 
-echo "== 5/6 bench step + teacher on the GPU (zoo pair)"
-timeout "$T" "$PY" -m workbench bench step --device cuda --repeats 3 --json >> "$JSONL"
-timeout "$T" "$PY" -m workbench bench teacher --device cuda --repeats 3 --json >> "$JSONL"
-echo "   exit $?"
-
-echo "== 6/6 the CPU benchmark on this (idle) machine's CPU: 1 thread, then 4 threads"
-for TH in 1 4; do
-  timeout "$T" "$PY" -m workbench bench rollout --device cpu --threads "$TH" --json >> "$JSONL"
-  echo "   threads $TH exit $?"
-done
+echo "== 6/6 tests/test_ckernels.py and tests/test_fast_rollout.py on this machine's CPU"
+if "$PY" -c 'import pytest' 2>/dev/null; then
+  timeout "$T" "$PY" -m pytest -q -p no:cacheprovider tests/test_ckernels.py tests/test_fast_rollout.py \
+      > "$OUT/pytest_gpu.txt" 2>&1
+  echo "   pytest exit $? (details in pytest_gpu.txt)"; tail -n 3 "$OUT/pytest_gpu.txt"
+fi
 
 echo "== summary (rollout rows: ours / generate tokens/s, ratio)"
 "$PY" - "$JSONL" <<'EOF'
@@ -124,8 +125,8 @@ for line in open(sys.argv[1]):
         print(f"  {r['device']:>6} th={r['threads']:<2} {r['model']:>18} B={r['batch_size']:<4} ours {r['ours_tokens_per_s']:>10.0f}  generate "
               f"{r['generate_tokens_per_s']:>10.0f}  ratio {r['ratio_vs_generate']:.2f} "
               f"[{r['ratio_vs_generate_min']:.2f}-{r['ratio_vs_generate_max']:.2f}]"
-              + (f"  cuda-graph ratio {r['ours_cuda_graph_ratio_vs_generate']:.2f}"
-                 if 'ours_cuda_graph_ratio_vs_generate' in r else ""))
+              + (f"  eager ratio {r['ours_eager_ratio_vs_generate']:.2f}"
+                 if 'ours_eager_ratio_vs_generate' in r else ""))
     elif r.get("bench") == "exactness":
         print(f"  exactness {r['model']:>18} {r['dtype']:>8} {r['variant']:>26}: rows equal "
               f"{r['greedy_rows_equal_generate']:.3f}, tokens equal {r['greedy_tokens_equal_generate']:.4f}")

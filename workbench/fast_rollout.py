@@ -24,8 +24,10 @@ What it does instead of calling `model(...)` per token:
   * rows that have ended are dropped from the batch as they end (compaction), the loop stops when every
     row has ended, and on CPU the batch is decoded in chunks of DEFAULT_CPU_ROW_CHUNK rows so that a
     chunk's KV cache stays in the CPU caches;
-  * optional (`cuda_graph=True`, CUDA only): the decode step is captured once in a CUDA graph (static
-    shapes: attention over the whole cache behind a mask) and replayed.
+  * on CUDA (`cuda_graph=None` -> on there): the decode step is captured once per call in a CUDA graph
+    (static shapes: attention over the whole cache behind a mask, no compaction) and replayed, so a step
+    costs one graph launch instead of a few hundred kernel launches (measured 4-7x `generate` on an H200;
+    the eager path with compaction was slower than `generate` there, docs/benchmarks.md "GPU").
 
 Exactness (tests/test_fast_rollout.py): greedy output equals `model.generate`; stored log-probs equal a
 re-scoring forward to float noise; sampling uses the generic loop's procedure (softmax of the filtered,
@@ -407,7 +409,7 @@ DEFAULT_CPU_ROW_CHUNK = 128
 def fast_sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_new_tokens: int,
                 eos_token_id: int, pad_token_id: int, temperature: float = 1.0, top_p: float | None = None,
                 top_k: int | None = None, generator: torch.Generator | None = None, attention: str = "auto",
-                cuda_graph: bool = False, row_chunk: int | None = None, compact: bool | None = None):
+                cuda_graph: bool | None = None, row_chunk: int | None = None, compact: bool | None = None):
     """Same contract as `workbench.rollout.sample` (which calls this); returns its raw pieces.
 
     Returns (completion [B, N] long, logprobs [B, N] float) with N <= max_new_tokens the number of steps run
@@ -419,7 +421,8 @@ def fast_sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, m
       row_chunk: decode the batch in chunks of at most this many rows, one after the other; None = CPU:
         DEFAULT_CPU_ROW_CHUNK, CUDA: the whole batch.
       compact: drop finished rows from the batch as they end (None = on, except with cuda_graph).
-      cuda_graph: capture the decode step in a CUDA graph and replay it (CUDA only).
+      cuda_graph: capture the decode step in a CUDA graph and replay it (True: CUDA only; None = on CUDA
+        unless the model uses dynamic rope scaling, whose update is data-dependent; off elsewhere).
     With a sampler (temperature > 0), chunking and compaction change which random numbers each row gets
     (not the distribution); with neither active, the same generator state gives the same samples as the
     generic loop (`engine="hf"`) and `model.generate` whenever the logits agree bitwise.
@@ -430,16 +433,18 @@ def fast_sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, m
     dev = prompt_ids.device
     if attention not in ("auto", "c", "bmm", "sdpa"):
         raise ValueError(f"attention must be 'auto', 'c', 'bmm' or 'sdpa', got {attention!r}")
+    B, P = prompt_ids.shape
+    pl = _Plan(model, P + max_new_tokens, dev)
+    if cuda_graph is None:
+        cuda_graph = dev.type == "cuda" and not pl.dynamic_rope and compact is not True
     if cuda_graph and dev.type != "cuda" and not _GRAPH_BODY_ON_CPU:
         raise ValueError("cuda_graph=True needs the model on a CUDA device")
     if compact is None:
         compact = not cuda_graph
     if cuda_graph and compact:
         raise ValueError("compact=True and cuda_graph=True do not combine (a graph has fixed shapes)")
-    B, P = prompt_ids.shape
     if row_chunk is None:
         row_chunk = B if dev.type == "cuda" else DEFAULT_CPU_ROW_CHUNK
-    pl = _Plan(model, P + max_new_tokens, dev)
     attention = _resolve_attention(pl, dev, attention, cuda_graph)
     if pl.dynamic_rope:
         if cuda_graph:

@@ -108,10 +108,10 @@ def sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_ne
 
     engine: "fast" = `workbench.fast_rollout` (static KV cache, no per-token HF machinery; Llama/Qwen2-style
     models only, error otherwise), "hf" = the generic loop below (`model(...)` per token with a DynamicCache;
-    any causal LM), "auto" (default) = "fast" on CPU when `fast_rollout.unsupported_reason(model)` is None,
-    else "hf". On CUDA, "auto" keeps the generic loop: measured on an H200 (docs/benchmarks.md), the fast
-    engine's row compaction made training steps ~5x slower there, while its opt-in CUDA-graph mode
-    (`fast_rollout.fast_sample(..., cuda_graph=True)`) was 4-7x faster than `generate`.
+    any causal LM), "auto" (default) = "fast" on CPU and CUDA when `fast_rollout.unsupported_reason(model)`
+    is None, else "hf" (other devices: "hf"). On CUDA the fast engine replays its decode step as a CUDA
+    graph (`fast_sample(cuda_graph=None)`): measured on an H200 (docs/benchmarks.md, "GPU"), 4-7x
+    `generate`, where its eager path with row compaction was slower than the generic loop.
     Both sample with the same procedure from the same distribution (greedy output equals `generate`).
     """
     if max_new_tokens <= 0:
@@ -120,7 +120,7 @@ def sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_ne
         raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
-    if engine == "auto" and prompt_ids.device.type != "cpu":
+    if engine == "auto" and prompt_ids.device.type not in ("cpu", "cuda"):
         engine = "hf"
     if engine != "hf":
         from . import fast_rollout
