@@ -106,6 +106,13 @@ for B in 256 32 1; do
   echo "   batch $B exit $?"
 done
 
+echo "== 5b/6 the same shape as a LoRA student samples it (rank-16 adapters on every projection, float32 adapters)"
+for B in 256 32; do
+  timeout "$T" "$PY" -m workbench bench rollout --device cuda --model qwen2-0.5b-shape --lora 16 --batch-size "$B" \
+      --max-new-tokens 64 --repeats 3 --json >> "$JSONL"
+  echo "   batch $B exit $?"
+done
+
 echo "== 6/6 tests/test_ckernels.py and tests/test_fast_rollout.py on this machine's CPU"
 if "$PY" -c 'import pytest' 2>/dev/null; then
   timeout "$T" "$PY" -m pytest -q -p no:cacheprovider tests/test_ckernels.py tests/test_fast_rollout.py \

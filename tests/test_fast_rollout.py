@@ -2,7 +2,8 @@
 
 Greedy output equals `model.generate` (left-padded prompts of different lengths, rows ending with EOS at
 different steps, row chunking and compaction on and off, all three decode paths (compiled C kernels, bmm,
-SDPA), GQA, biases, non-default rotary scaling); stored log-probs equal a re-scoring forward and the generic loop's; sampled
+SDPA), GQA, biases, non-default rotary scaling, peft LoRA adapters (active, disabled, merged; bf16 base
+with float32 adapters)); stored log-probs equal a re-scoring forward and the generic loop's; sampled
 token frequencies match the model's exact joint distribution (chi-square at a fixed seed, with a control
 showing the bound rejects a slightly wrong distribution); unsupported models fall back to the generic loop.
 No timing assertions here: speed is measured by `python -m workbench bench` (docs/benchmarks.md).
@@ -347,16 +348,82 @@ def test_gpt2_falls_back_to_the_generic_loop(tok):
         sample(model, ids, mask, max_new_tokens=4, eos_token_id=EOS, pad_token_id=PAD, engine="turbo")
 
 
-def test_lora_wrapped_model_falls_back(tok):
+def _lora(base, seed=5, **cfg):
+    """`base` wrapped with LoRA (peft), its B factors random (at init B = 0 and the adapters do nothing)."""
     peft = pytest.importorskip("peft")
-    base = _scramble(build_model("nano", tok, "llama", seed=1), 3.0)
+    model = peft.get_peft_model(base, peft.LoraConfig(**{"r": 4, "lora_alpha": 8, "target_modules": "all-linear", **cfg}))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", ["llama", "qwen2", "qwen2-gqa"])
+def test_lora_wrapped_model_runs_the_fast_engine_exactly(tok, name, monkeypatch):
+    """A peft LoRA student (the real-checkpoint setting) decodes through the fast engine, adapters applied as
+    peft applies them: greedy output equals the wrapped model's `generate` with the adapters active,
+    disabled (`disable_adapter()`, what pi_ref scoring uses) and merged."""
+    model = _lora(_scramble(MODELS[name](tok), 3.0))
+    assert fr.unsupported_reason(model) is None
+    used, orig = [], fr.fast_sample
+    monkeypatch.setattr(fr, "fast_sample", lambda *a, **k: used.append(1) or orig(*a, **k))
+    ids, mask = pad_prompts(PROMPTS * 7, PAD)
+
+    def check():
+        want = _generate(model, ids, mask, 20)
+        r = sample(model, ids, mask, max_new_tokens=20, eos_token_id=EOS, pad_token_id=PAD, temperature=0)
+        assert torch.equal(r.completion_ids, want)
+        assert torch.allclose(sequence_logprobs(model, r), r.logprobs, atol=1e-5, rtol=0)
+        return want
+
+    adapted = check()
+    with model.disable_adapter():
+        assert not torch.equal(check(), adapted)           # the adapters matter, and are switched off
+    model.merge_adapter()
+    assert torch.equal(check(), adapted)
+    model.unmerge_adapter()
+    assert len(used) == 3
+
+
+def test_lora_in_bfloat16_with_float32_adapters(tok):
+    """workbench.hf.add_lora's setting: a bf16 base with float32 adapters (peft casts the input to the
+    adapter's dtype and the sum back)."""
+    from workbench import hf
+    base = _scramble(MODELS["llama"](tok), 3.0).to(torch.bfloat16)
+    model = hf.add_lora(base, hf.LoraSpec(r=4, alpha=8))
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    model.eval()
+    assert {p.dtype for n, p in model.named_parameters() if "lora" in n} == {torch.float32}
+    ids, mask = pad_prompts(PROMPTS * 7, PAD)
+    r = sample(model, ids, mask, max_new_tokens=20, eos_token_id=EOS, pad_token_id=PAD, temperature=0)
+    assert torch.equal(r.completion_ids, _generate(model, ids, mask, 20))
+
+
+@pytest.mark.parametrize("cfg,reason", [
+    (dict(target_modules=["q_proj"], use_dora=True), "DoRA"),
+    (dict(target_modules=["q_proj"], lora_bias=True), "biases"),
+    (dict(target_modules=["q_proj", "lm_head"]), "lm_head"),
+    (dict(target_modules=["q_proj", "embed_tokens"]), "embedding"),
+])
+def test_lora_variants_the_engine_does_not_mirror_fall_back(tok, cfg, reason):
+    model = _lora(_scramble(build_model("nano", tok, "llama", seed=1), 3.0), **cfg)
+    assert reason in fr.unsupported_reason(model)
     ids, mask = pad_prompts(PROMPTS, PAD)
-    want = _generate(base, ids, mask, 12)
-    model = peft.get_peft_model(base, peft.LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
-    assert fr.unsupported_reason(model) is not None
-    assert fr.unsupported_reason(model.base_model.model) is not None   # LoRA layers inside: not nn.Linear
     r = sample(model, ids, mask, max_new_tokens=12, eos_token_id=EOS, pad_token_id=PAD, temperature=0)
-    assert torch.equal(r.completion_ids, want)                          # B = 0 at init: the base model's output
+    assert torch.equal(r.completion_ids, _generate(model, ids, mask, 12))
+
+
+def test_other_peft_adapters_fall_back(tok):
+    peft = pytest.importorskip("peft")
+    model = peft.get_peft_model(build_model("nano", tok, "llama", seed=1),
+                                peft.IA3Config(target_modules=["q_proj", "down_proj"], feedforward_modules=["down_proj"]))
+    assert "IA3" in fr.unsupported_reason(model)
 
 
 def test_hooks_and_other_attention_fall_back(tok):

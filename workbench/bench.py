@@ -19,6 +19,8 @@ Models: `--model` is a zoo name (default: the addition teacher; `bench rollout` 
 at the largest batch), a checkpoint directory, or `qwen2-0.5b-shape`: a random-weight model with
 Qwen2-0.5B's shape (hidden 896, 24 layers, 14 heads / 2 KV heads, MLP 4864, vocab 151936; bf16 on
 GPU), prompts from the addition task (ids inside its vocabulary; a random model rarely ends early).
+`--lora R` (rollout): the model wrapped with rank-R LoRA adapters on every projection, as a LoRA
+student samples (adapters at peft's initialisation: B = 0, same work as any B).
 """
 from __future__ import annotations
 
@@ -238,11 +240,16 @@ def bench_rollout(model, tok, task_name: str, label: str, batch_size: int, max_n
     if "hf_loop" in tps:
         ratios = [a / b for a, b in zip(tps["ours"], tps["hf_loop"])]
         row["ratio_vs_hf_loop"], row["ratio_vs_hf_loop_min"], row["ratio_vs_hf_loop_max"] = _stats(ratios)
-    if engine == "fast" and dev.type == "cpu":
+    if engine == "fast" and dev.type == "cpu" and not _has_adapters(model):     # with LoRA, _lin is not one mm
         parts = time_parts(model, ids, mask, max_new_tokens, eos, pad, temperature, repeats)
         row.update(parts)
         row["ceiling_ratio_vs_generate"] = row["generate_s_median"] / (parts["parts_matmul_s"] + parts["parts_kv_floor_s"])
     return row
+
+
+def _has_adapters(model) -> bool:
+    from .hf import is_peft
+    return is_peft(model)
 
 
 def kv_read_rate(n_bytes: int, repeats: int = 10) -> float:
@@ -584,9 +591,16 @@ def main(ns) -> int:
     summary = {"bench": "summary", "what": what, "command": " ".join(["python -m workbench"] + sys.argv[1:])}
     emit(machine_info(dev))
     model_name = ns.model or DEFAULT_MODEL
+    lora = getattr(ns, "lora", 0) or 0
+    if lora < 0 or (lora and what != "rollout"):
+        raise SystemExit(f"--lora {lora}: a positive rank, for `bench rollout` only")
     if what in ("rollout", "teacher", "all"):
         model, tok, task_name = load_model(model_name, dev)
         dtype = next(model.parameters()).dtype
+        if lora:
+            from . import hf
+            model = hf.add_lora(model, hf.LoraSpec(r=lora, alpha=2 * lora)).eval()
+            model_name = f"{model_name}+lora{lora}"
     else:
         model, tok, task_name, dtype = None, None, "addition", pick_dtype(dev)
     peak_row = matmul_peak(dev, dtype)
@@ -601,7 +615,7 @@ def main(ns) -> int:
             row = bench_rollout(model, tok, task_name, model_name, B, new, repeats, dev, peak)
             emit(row)
             summary[f"rollout_ratio_vs_generate_b{B}"] = row.get("ratio_vs_generate")
-        if not ns.model and not ns.batch_size:
+        if not ns.model and not ns.batch_size and not lora:
             st, st_tok, st_task = load_model(DEFAULT_STUDENT, dev)
             row = bench_rollout(st, st_tok, st_task, DEFAULT_STUDENT, max(batches), new, repeats, dev, peak)
             emit(row)

@@ -151,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, default=5)
     b.add_argument("--device", default="auto")
     b.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    b.add_argument("--lora", type=int, default=0, metavar="R",
+                   help="bench rollout: wrap the model with rank-R LoRA adapters on every projection "
+                        "(workbench.hf.add_lora: float32 adapters), as a LoRA student samples")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench)
     return p

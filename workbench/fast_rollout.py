@@ -2,9 +2,10 @@
 
 `workbench.rollout.sample(..., engine="auto")` (the default) uses this engine when
 `unsupported_reason(model)` is None, and the generic loop (`engine="hf"`: a `DynamicCache` and
-`model(...)` per token) otherwise: GPT-2 and other architectures, peft/LoRA-wrapped models, models with
-hooks, non-`nn.Linear` projections or parameters on several devices, sliding-window layers, attention
-implementations other than sdpa.
+`model(...)` per token) otherwise: GPT-2 and other architectures, peft adapters other than plain LoRA on
+the q/k/v/o and MLP projections (DoRA, LoRA biases, LoRA on embeddings or lm_head, quantized bases, IA3...),
+models with hooks, non-`nn.Linear` projections or parameters on several devices, sliding-window layers,
+attention implementations other than sdpa.
 
 What it does instead of calling `model(...)` per token:
   * the KV cache is preallocated once per call, [layers, batch, prompt + max_new_tokens, kv_heads*head_dim];
@@ -13,6 +14,7 @@ What it does instead of calling `model(...)` per token:
   * the model's own parameters are used directly (`torch.mm`/`F.embedding` on the embedding, norm, q/k/v/o
     and MLP weights, the rotary module's own cos/sin), with q/k/v and gate/up fused into one matmul each
     for small models: the HF modules' op sequence minus module-call, decorator, mask and output overhead;
+    a LoRA projection (peft) adds its adapters' two matmuls as peft's forward does (`_Lora`), unfused;
   * on CPU in float32, everything between the matmuls of a decode step (RMSNorm, rotary, cache write,
     attention, SiLU x up) runs in the fused C kernels of `workbench.ckernels`, compiled on first use
     (attention="c"); without a C compiler, decode attention is two small batched GEMMs per layer (scores of
@@ -47,11 +49,16 @@ SUPPORTED_CLASSES = ("LlamaForCausalLM", "Qwen2ForCausalLM")
 
 def unsupported_reason(model) -> str | None:
     """None when the fast engine can run `model` exactly; else a short reason (the generic loop is used)."""
+    if _is_peft(model):
+        kinds = {str(getattr(c, "peft_type", "")).split(".")[-1] for c in model.peft_config.values()}
+        if kinds != {"LORA"}:
+            return f"peft adapters of type {sorted(kinds)} (only LoRA is mirrored)"
+        model = model.get_base_model()
+    elif type(model).__name__.startswith("Peft"):
+        return "peft-wrapped model without peft_config"
     cfg = getattr(model, "config", None)
     if cfg is None:
         return "no config"
-    if hasattr(model, "peft_config") or type(model).__name__.startswith("Peft"):
-        return "peft-wrapped model"
     mt = getattr(cfg, "model_type", None)
     if mt not in SUPPORTED_TYPES:
         return f"model_type {mt!r} not in {SUPPORTED_TYPES}"
@@ -78,16 +85,23 @@ def unsupported_reason(model) -> str | None:
         return "layer count differs from config"
     if type(inner.embed_tokens) is not torch.nn.Embedding:
         return "embedding is not nn.Embedding"
-    for mod in model.modules():
-        if mod._forward_hooks or mod._forward_pre_hooks:
-            return f"forward hooks on {type(mod).__name__}"
-        if "lora" in type(mod).__name__.lower():
-            return "LoRA modules present"
+    projections = set()
     for layer in inner.layers:
         a, m = layer.self_attn, layer.mlp
         for lin in (a.q_proj, a.k_proj, a.v_proj, a.o_proj, m.gate_proj, m.up_proj, m.down_proj):
+            projections.add(lin)
             if type(lin) is not torch.nn.Linear:
-                return f"projection of type {type(lin).__name__} (not nn.Linear)"
+                why = _lora_reason(lin)
+                if why is not None:
+                    return why
+                projections.update(lin.modules())
+    for mod in model.modules():
+        if mod._forward_hooks or mod._forward_pre_hooks:
+            return f"forward hooks on {type(mod).__name__}"
+        if "lora" in type(mod).__name__.lower() and mod not in projections:
+            return f"LoRA module {type(mod).__name__} outside the q/k/v/o and MLP projections"
+    for layer in inner.layers:
+        a = layer.self_attn
         for norm in (layer.input_layernorm, layer.post_attention_layernorm):
             if not hasattr(norm, "variance_epsilon") or not type(norm).__name__.endswith("RMSNorm"):
                 return f"norm of type {type(norm).__name__}"
@@ -100,6 +114,48 @@ def unsupported_reason(model) -> str | None:
 
 def is_supported(model) -> bool:
     return unsupported_reason(model) is None
+
+
+def _is_peft(model) -> bool:
+    return hasattr(model, "peft_config") and hasattr(model, "get_base_model")
+
+
+def _lora_reason(lin) -> str | None:
+    """None when `lin` is a peft LoRA layer over an nn.Linear whose forward `_lin` mirrors (plain LoRA:
+    base(x) + B(A(dropout(x))) * scaling per active adapter, input cast to the adapter's dtype, sum cast
+    back); else why not. Dropout is not mirrored: `rollout.sample` puts the model in eval mode."""
+    base = getattr(lin, "base_layer", None)
+    if base is None or not hasattr(lin, "lora_A"):
+        return f"projection of type {type(lin).__name__} (not nn.Linear)"
+    if type(base) is not torch.nn.Linear:
+        return f"LoRA over a {type(base).__name__} (not nn.Linear; e.g. a quantized base)"
+    if lin.disable_adapters and lin.merged:
+        return "merged LoRA adapters with adapters disabled (peft unmerges them in its forward)"
+    for name in lin.active_adapters:
+        if name not in lin.lora_A:
+            continue
+        if name in getattr(lin, "lora_variant", {}) or getattr(lin, "use_dora", {}).get(name, False):
+            return f"LoRA variant on adapter {name!r} (e.g. DoRA)"
+        A, B = lin.lora_A[name], lin.lora_B[name]
+        if type(A) is not torch.nn.Linear or type(B) is not torch.nn.Linear or A.bias is not None or B.bias is not None:
+            return f"LoRA adapter {name!r} with biases or non-Linear factors"
+        if A.weight.dtype != base.weight.dtype and not getattr(lin, "cast_input_dtype_enabled", True):
+            return "LoRA input dtype casting disabled"
+    return None
+
+
+class _Lora:
+    """A LoRA projection as `_lin` takes it: the base weight (as `_Plan` lays out any weight) and, per active
+    unmerged adapter, (A.t(), B.t(), scaling) -- the adapter's own parameters, read at call time."""
+
+    def __init__(self, base_wt, lin):
+        self.base = base_wt
+        self.adapters = []
+        if not (lin.disable_adapters or lin.merged):
+            for name in lin.active_adapters:
+                if name in lin.lora_A:
+                    self.adapters.append((lin.lora_A[name].weight.t(), lin.lora_B[name].weight.t(),
+                                          lin.scaling[name]))
 
 
 def _rms_exact(x, w, eps):
@@ -117,12 +173,20 @@ def _rms_fp32(x, w, eps):
     return w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
 
 
+def _projections(layer):
+    a, m = layer.self_attn, layer.mlp
+    return (a.q_proj, a.k_proj, a.v_proj, a.o_proj), (m.gate_proj, m.up_proj, m.down_proj)
+
+
 class _Plan:
     """What one call needs from the model: its parameters (q/k/v and gate/up concatenated into one matmul
     each; transposed views for `torch.mm`, which is what `F.linear` runs on 2-D inputs), dimensions, and the
     rotary table. Built per call (cheap), so optimiser updates between calls are always seen."""
 
     def __init__(self, model, max_len: int, device):
+        n_params = sum(p.numel() for p in model.parameters())
+        if _is_peft(model):
+            model = model.get_base_model()
         inner, cfg = model.model, model.config
         a0 = inner.layers[0].self_attn
         self.D = a0.head_dim
@@ -138,34 +202,42 @@ class _Plan:
         # matmul each, and on CPU every weight as a contiguous [in, out] copy (MKL's mm is faster on those than
         # on transposed views: 2x at one row, 5-40% at 32-256 rows). Larger models: transposed views, no
         # copies (a per-call copy of their weights would cost more than the dispatches it saves).
-        small = sum(p.numel() for p in model.parameters()) <= FUSE_MAX_PARAMS
+        # LoRA projections (peft) are never fused: each keeps its adapters' two extra matmuls (see `_Lora`).
+        small = n_params <= FUSE_MAX_PARAMS
         copy = small and torch.device(device).type != "cuda"
+        lora = any(hasattr(lin, "base_layer") for layer in inner.layers
+                   for lin in (*_projections(layer)[0], *_projections(layer)[1]))
+        fuse = small and not lora
 
-        def wt(*ws):
-            if small and len(ws) > 1:
-                return torch.cat([w.t() for w in ws], 1).contiguous()
-            if len(ws) > 1:
-                return tuple(w.t() for w in ws)
-            return ws[0].t().contiguous() if copy else ws[0].t()
+        def one(lin):
+            w = getattr(lin, "base_layer", lin).weight
+            w = w.t().contiguous() if copy else w.t()
+            return _Lora(w, lin) if hasattr(lin, "base_layer") else w
 
-        def bias(*bs):
+        def wt(*lins):
+            if fuse and len(lins) > 1:
+                return torch.cat([lin.weight.t() for lin in lins], 1).contiguous()
+            return tuple(one(lin) for lin in lins) if len(lins) > 1 else one(lins[0])
+
+        def bias(*lins):
+            bs = tuple(getattr(lin, "base_layer", lin).bias for lin in lins)
             if bs[0] is None:
                 return None
-            return torch.cat(bs, 0) if small else (bs if len(bs) > 1 else bs[0])
+            return torch.cat(bs, 0) if fuse else (bs if len(bs) > 1 else bs[0])
 
-        self.lm_wt, self.lm_b = wt(model.lm_head.weight), model.lm_head.bias
+        self.lm_wt, self.lm_b = wt(model.lm_head), model.lm_head.bias
         self.rotary = inner.rotary_emb
         self.layers = []
         for layer in inner.layers:
             a, m = layer.self_attn, layer.mlp
             act = F.silu if type(m.act_fn).__name__ in ("SiLUActivation", "SiLU") else m.act_fn
             self.layers.append((layer.input_layernorm.weight, layer.input_layernorm.variance_epsilon,
-                                wt(a.q_proj.weight, a.k_proj.weight, a.v_proj.weight),
-                                bias(a.q_proj.bias, a.k_proj.bias, a.v_proj.bias),
-                                wt(a.o_proj.weight), a.o_proj.bias,
+                                wt(a.q_proj, a.k_proj, a.v_proj), bias(a.q_proj, a.k_proj, a.v_proj),
+                                wt(a.o_proj), bias(a.o_proj),
                                 layer.post_attention_layernorm.weight, layer.post_attention_layernorm.variance_epsilon,
-                                wt(m.gate_proj.weight, m.up_proj.weight), bias(m.gate_proj.bias, m.up_proj.bias),
-                                wt(m.down_proj.weight), m.down_proj.bias, act, m.gate_proj.weight.shape[0]))
+                                wt(m.gate_proj, m.up_proj), bias(m.gate_proj, m.up_proj),
+                                wt(m.down_proj), bias(m.down_proj), act,
+                                getattr(m.gate_proj, "base_layer", m.gate_proj).weight.shape[0]))
         self.n_layers = len(self.layers)
         # rotary table [max_len, 2, D]: (cos, sin with rotate_half's sign folded in) from the rotary module itself
         # (elementwise in the position, so a lookup equals calling it per step). rotate_half(x) * sin ==
@@ -204,6 +276,15 @@ def _lin(x, wt, b):
     if isinstance(wt, tuple):
         bs = b if b is not None else (None,) * len(wt)
         return torch.cat([_lin(x, w, bb) for w, bb in zip(wt, bs)], -1)
+    if isinstance(wt, _Lora):                  # peft's lora.Linear.forward, op for op
+        out = _lin(x, wt.base, b)
+        if wt.adapters:
+            dt = out.dtype
+            for at, bt, scaling in wt.adapters:
+                x = x.to(at.dtype)
+                out = out + torch.mm(torch.mm(x, at), bt) * scaling
+            out = out.to(dt)
+        return out
     return torch.mm(x, wt) if b is None else torch.addmm(b, x, wt)
 
 
@@ -383,7 +464,7 @@ def c_unsupported_reason(pl: _Plan, dev) -> str | None:
         if layer[12] is not F.silu:
             return f"activation {layer[12]} is not SiLU"
         if not (isinstance(layer[2], torch.Tensor) and isinstance(layer[8], torch.Tensor)):
-            return "unfused q/k/v or gate/up weights (model above FUSE_MAX_PARAMS)"
+            return "unfused q/k/v or gate/up weights (model above FUSE_MAX_PARAMS, or LoRA projections)"
     if pl.D % 8:
         return f"head_dim {pl.D} is not a multiple of 8"
     if not ckernels.available():
