@@ -48,7 +48,7 @@ from workbench.analysis import (estimator_gradients, reward_histogram, special_t
 from workbench.claims import Claims, write_results
 from workbench.compat import check_special_tokens
 from workbench.metrics import advantage_by_repetition_samples
-from workbench.runaway import jump_width, token_count_per_sample, truncation_summary
+from workbench.runaway import collapse_summary, jump_width, token_count_per_sample, truncation_summary
 from widgets import TrainingDashboard
 from widgets import plots as P
 
@@ -110,19 +110,7 @@ saved = dash.save(out / "dashboard_runaway.html", png=False)
 
 # %%
 def run_row(run):
-    recs = log.records[run]
-    lengths = [r["rollout/mean_length"] for r in recs]
-    last = lengths[-10:]
-    first_short = next((r["step"] for r in recs if r["rollout/mean_length"] < COLLAPSE_LEN), None)
-    return {"run": run, "start length": lengths[0], "final length (last 10 steps)": sum(last) / len(last),
-            "collapsed": sum(last) / len(last) < COLLAPSE_LEN, "first step below 10 tokens": first_short,
-            "max truncated frac": max(r["rollout/truncated_frac"] for r in recs),
-            "final truncated frac (last 10 steps)": sum(r["rollout/truncated_frac"] for r in recs[-10:]) / len(recs[-10:]),
-            "max repetition rate": max(r["rollout/repetition_rate"] for r in recs),
-            "token reward at step 1": recs[0].get("teacher/token_reward_mean"),
-            "advantage mean at step 1": recs[0].get("opd/advantage_mean"),
-            "final eval accuracy": next((r["eval/accuracy"] for r in reversed(recs) if "eval/accuracy" in r), None),
-            "warnings": sum(1 for r in recs if r.get("warning"))}
+    return {"run": run, **collapse_summary(log.records[run], COLLAPSE_LEN)}
 
 
 rows = [run_row(r) for r in runs]

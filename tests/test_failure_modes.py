@@ -225,6 +225,27 @@ def test_truncation_summary_on_constructed_records():
     assert R.token_count_per_sample([{"tokens": [",", "1", ","]}, {"tokens": ["<unk>"]}], ",") == 1.0
 
 
+def test_collapse_summary_on_constructed_records():
+    from workbench import runaway as R
+    lengths = [53.0, 40.0, 20.0, 9.0, 4.0, 2.0, 2.0, 3.0]
+    recs = [{"step": i + 1, "rollout/mean_length": n, "rollout/truncated_frac": 0.1 * (i % 3),
+             "rollout/repetition_rate": n / 100} for i, n in enumerate(lengths)]
+    recs[0].update({"teacher/token_reward_mean": -0.5, "opd/advantage_mean": 0.25})
+    recs[2]["eval/accuracy"] = 0.4
+    recs[6]["warning"] = "collapse"
+    s = R.collapse_summary(recs, collapse_len=10, last=4)
+    assert s["start length"] == 53.0 and s["final length (last 4 steps)"] == pytest.approx(11 / 4)
+    assert s["collapsed"] and s["first step below 10 tokens"] == 4
+    assert s["max truncated frac"] == pytest.approx(0.2)
+    assert s["final truncated frac (last 4 steps)"] == pytest.approx((0.1 + 0.2 + 0.0 + 0.1) / 4)   # steps 5-8
+    assert s["max repetition rate"] == 0.53 and s["final eval accuracy"] == 0.4 and s["warnings"] == 1
+    assert s["token reward at step 1"] == -0.5 and s["advantage mean at step 1"] == 0.25
+    healthy = R.collapse_summary([{**r, "rollout/mean_length": 50.0} for r in recs], collapse_len=10, last=4)
+    assert not healthy["collapsed"] and healthy["first step below 10 tokens"] is None
+    with pytest.raises(ValueError, match="no records"):
+        R.collapse_summary([])
+
+
 def test_rollout_table_keeps_special_tokens_the_text_drops(tok, teacher):
     from workbench.experiments import rollout_table
     rows = rollout_table(teacher, tok, TASK, held_out(TASK, 5), temperature=1.0, max_new_tokens=12, seed=3)

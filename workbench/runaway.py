@@ -1,9 +1,10 @@
 """Summaries of a length runaway from a run's per-step records (docs/records.md).
 
-Notebook 06 asks the same questions of every run: did the truncated fraction jump (some step with
-at least `high` of the rollouts truncated), how many steps did the jump take (from the last step
-under `low`), did it stay there (mean over the last `last` steps above `high`), when did the
-trainer's early warning fire, and how did the student/teacher top-k overlap move. Plain functions on
+Notebook 06 asks the same questions of every run: did the mean length collapse (`collapse_summary`),
+did the truncated fraction jump (some step with at least `high` of the rollouts truncated), how many
+steps did the jump take (from the last step under `low`), did it stay there (mean over the last `last`
+steps above `high`), when did the trainer's early warning fire, and how did the student/teacher top-k
+overlap move (`truncation_summary`). Plain functions on
 lists of record dicts, so they work on a `RecordLog`, a run directory's `metrics.jsonl` or a
 dashboard's store alike.
 """
@@ -59,6 +60,29 @@ def truncation_summary(records: list[dict], high: float = 0.9, last: int = 10, w
             f"top-1 overlap, first {window}": t1[0], f"top-1 overlap, last {window}": t1[1],
             f"top-4 overlap, first {window}": tk[0], f"top-4 overlap, last {window}": tk[1],
             "final eval accuracy": evals[-1] if evals else None}
+
+
+def collapse_summary(records: list[dict], collapse_len: float = 10.0, last: int = 10) -> dict:
+    """One row per run for a length collapse (the opposite runaway): start and final mean rollout length,
+    whether the mean over the last `last` steps is below `collapse_len` tokens and the first step below
+    it, the truncation and repetition extremes, the step-1 token reward and advantage, the last evaluation,
+    and how many steps carried a trainer warning."""
+    if not records:
+        raise ValueError("no records: the run has not logged a step yet")
+    lengths = [r["rollout/mean_length"] for r in records]
+    final = _mean(lengths[-last:])
+    evals = [r["eval/accuracy"] for r in records if r.get("eval/accuracy") is not None]
+    return {"start length": lengths[0], f"final length (last {last} steps)": final,
+            "collapsed": final < collapse_len,
+            f"first step below {collapse_len:g} tokens": next((r["step"] for r in records
+                                                               if r["rollout/mean_length"] < collapse_len), None),
+            "max truncated frac": max(r[TRUNC] for r in records),
+            f"final truncated frac (last {last} steps)": _mean(r[TRUNC] for r in records[-last:]),
+            "max repetition rate": max(r.get("rollout/repetition_rate", 0.0) for r in records),
+            "token reward at step 1": records[0].get("teacher/token_reward_mean"),
+            "advantage mean at step 1": records[0].get("opd/advantage_mean"),
+            "final eval accuracy": evals[-1] if evals else None,
+            "warnings": sum(1 for r in records if r.get("warning"))}
 
 
 def token_count_per_sample(samples: list[dict], token: str) -> float:
