@@ -387,6 +387,23 @@ def test_lora_wrapped_model_runs_the_fast_engine_exactly(tok, name, monkeypatch)
     assert len(used) == 3
 
 
+def test_lora_student_with_gradient_checkpointing_still_runs_fast(tok):
+    """workbench.hf's default LoRA student trains with gradient checkpointing, which hooks the input
+    embedding (`enable_input_require_grads`); that hook changes nothing under no_grad, so the engine runs."""
+    from workbench import hf
+    model = _lora(_scramble(MODELS["qwen2"](tok), 3.0))
+    hf.enable_gradient_checkpointing(model)
+    model.enable_input_require_grads()
+    assert model.get_base_model().model.embed_tokens._forward_hooks        # the hook is there
+    assert fr.unsupported_reason(model) is None
+    model.eval()
+    ids, mask = pad_prompts(PROMPTS * 7, PAD)
+    r = sample(model, ids, mask, max_new_tokens=20, eos_token_id=EOS, pad_token_id=PAD, temperature=0)
+    assert torch.equal(r.completion_ids, _generate(model, ids, mask, 20))
+    model.get_base_model().model.embed_tokens.register_forward_hook(lambda *a: None)   # any other hook: refused
+    assert "hooks" in fr.unsupported_reason(model)
+
+
 def test_lora_in_bfloat16_with_float32_adapters(tok):
     """workbench.hf.add_lora's setting: a bf16 base with float32 adapters (peft casts the input to the
     adapter's dtype and the sum back)."""

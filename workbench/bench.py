@@ -37,6 +37,7 @@ import time
 import torch
 
 from . import rollout as R
+from .hf import is_peft
 from .models import count_params, pick_device, pick_dtype
 
 SYNTHETIC = {
@@ -240,16 +241,11 @@ def bench_rollout(model, tok, task_name: str, label: str, batch_size: int, max_n
     if "hf_loop" in tps:
         ratios = [a / b for a, b in zip(tps["ours"], tps["hf_loop"])]
         row["ratio_vs_hf_loop"], row["ratio_vs_hf_loop_min"], row["ratio_vs_hf_loop_max"] = _stats(ratios)
-    if engine == "fast" and dev.type == "cpu" and not _has_adapters(model):     # with LoRA, _lin is not one mm
+    if engine == "fast" and dev.type == "cpu" and not is_peft(model):     # with LoRA, _lin is not one mm
         parts = time_parts(model, ids, mask, max_new_tokens, eos, pad, temperature, repeats)
         row.update(parts)
         row["ceiling_ratio_vs_generate"] = row["generate_s_median"] / (parts["parts_matmul_s"] + parts["parts_kv_floor_s"])
     return row
-
-
-def _has_adapters(model) -> bool:
-    from .hf import is_peft
-    return is_peft(model)
 
 
 def kv_read_rate(n_bytes: int, repeats: int = 10) -> float:
@@ -579,6 +575,9 @@ def main(ns) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from transformers.utils import logging as hf_logging
     hf_logging.set_verbosity_error()
+    lora = getattr(ns, "lora", 0) or 0
+    if lora < 0 or (lora and ns.what != "rollout"):
+        raise SystemExit(f"--lora {lora}: give a positive rank, with `bench rollout` only")
     dev = pick_device(getattr(ns, "device", "auto"))
     threads = getattr(ns, "threads", None) or int(os.environ.get("WORKBENCH_BENCH_THREADS", "0") or 0)
     if threads:
@@ -591,9 +590,6 @@ def main(ns) -> int:
     summary = {"bench": "summary", "what": what, "command": " ".join(["python -m workbench"] + sys.argv[1:])}
     emit(machine_info(dev))
     model_name = ns.model or DEFAULT_MODEL
-    lora = getattr(ns, "lora", 0) or 0
-    if lora < 0 or (lora and what != "rollout"):
-        raise SystemExit(f"--lora {lora}: a positive rank, for `bench rollout` only")
     if what in ("rollout", "teacher", "all"):
         model, tok, task_name = load_model(model_name, dev)
         dtype = next(model.parameters()).dtype

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from . import ckernels
+from .hf import is_peft
 
 SUPPORTED_TYPES = ("llama", "qwen2")
 SUPPORTED_CLASSES = ("LlamaForCausalLM", "Qwen2ForCausalLM")
@@ -49,7 +50,7 @@ SUPPORTED_CLASSES = ("LlamaForCausalLM", "Qwen2ForCausalLM")
 
 def unsupported_reason(model) -> str | None:
     """None when the fast engine can run `model` exactly; else a short reason (the generic loop is used)."""
-    if _is_peft(model):
+    if is_peft(model):
         kinds = {str(getattr(c, "peft_type", "")).split(".")[-1] for c in model.peft_config.values()}
         if kinds != {"LORA"}:
             return f"peft adapters of type {sorted(kinds)} (only LoRA is mirrored)"
@@ -87,8 +88,7 @@ def unsupported_reason(model) -> str | None:
         return "embedding is not nn.Embedding"
     projections = set()
     for layer in inner.layers:
-        a, m = layer.self_attn, layer.mlp
-        for lin in (a.q_proj, a.k_proj, a.v_proj, a.o_proj, m.gate_proj, m.up_proj, m.down_proj):
+        for lin in _projections(layer):
             projections.add(lin)
             if type(lin) is not torch.nn.Linear:
                 why = _lora_reason(lin)
@@ -96,7 +96,9 @@ def unsupported_reason(model) -> str | None:
                     return why
                 projections.update(lin.modules())
     for mod in model.modules():
-        if mod._forward_hooks or mod._forward_pre_hooks:
+        hooks = [h for h in mod._forward_hooks.values()
+                 if not (mod is inner.embed_tokens and getattr(h, "__name__", "") in _HARMLESS_EMBEDDING_HOOKS)]
+        if hooks or mod._forward_pre_hooks:
             return f"forward hooks on {type(mod).__name__}"
         if "lora" in type(mod).__name__.lower() and mod not in projections:
             return f"LoRA module {type(mod).__name__} outside the q/k/v/o and MLP projections"
@@ -112,12 +114,20 @@ def unsupported_reason(model) -> str | None:
     return None
 
 
+# Forward hooks that gradient checkpointing with adapters puts on the input embedding (transformers'
+# `enable_input_require_grads`, peft's equivalent): they mark the embedding output as requiring grad, which
+# changes nothing under the engine's no_grad, so a LoRA student with checkpointing still decodes fast.
+_HARMLESS_EMBEDDING_HOOKS = ("make_inputs_require_grads", "make_inputs_require_grad")
+
+
 def is_supported(model) -> bool:
     return unsupported_reason(model) is None
 
 
-def _is_peft(model) -> bool:
-    return hasattr(model, "peft_config") and hasattr(model, "get_base_model")
+def _projections(layer):
+    """A decoder layer's seven projections (q, k, v, o, gate, up, down)."""
+    a, m = layer.self_attn, layer.mlp
+    return a.q_proj, a.k_proj, a.v_proj, a.o_proj, m.gate_proj, m.up_proj, m.down_proj
 
 
 def _lora_reason(lin) -> str | None:
@@ -173,11 +183,6 @@ def _rms_fp32(x, w, eps):
     return w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
 
 
-def _projections(layer):
-    a, m = layer.self_attn, layer.mlp
-    return (a.q_proj, a.k_proj, a.v_proj, a.o_proj), (m.gate_proj, m.up_proj, m.down_proj)
-
-
 class _Plan:
     """What one call needs from the model: its parameters (q/k/v and gate/up concatenated into one matmul
     each; transposed views for `torch.mm`, which is what `F.linear` runs on 2-D inputs), dimensions, and the
@@ -185,7 +190,7 @@ class _Plan:
 
     def __init__(self, model, max_len: int, device):
         n_params = sum(p.numel() for p in model.parameters())
-        if _is_peft(model):
+        if is_peft(model):
             model = model.get_base_model()
         inner, cfg = model.model, model.config
         a0 = inner.layers[0].self_attn
@@ -205,8 +210,7 @@ class _Plan:
         # LoRA projections (peft) are never fused: each keeps its adapters' two extra matmuls (see `_Lora`).
         small = n_params <= FUSE_MAX_PARAMS
         copy = small and torch.device(device).type != "cuda"
-        lora = any(hasattr(lin, "base_layer") for layer in inner.layers
-                   for lin in (*_projections(layer)[0], *_projections(layer)[1]))
+        lora = any(hasattr(lin, "base_layer") for layer in inner.layers for lin in _projections(layer))
         fuse = small and not lora
 
         def one(lin):

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
+from .hf import is_peft
+
 
 @dataclass
 class Rollout:
@@ -54,7 +56,7 @@ class Rollout:
 
 def _cache_kwarg(model) -> str:
     """transformers 5.24 renamed `past_key_values` to `cache`; accept both (looking through a peft wrapper)."""
-    if hasattr(model, "get_base_model") and hasattr(model, "peft_config"):
+    if is_peft(model):
         model = model.get_base_model()
     params = inspect.signature(model.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
