@@ -17,9 +17,9 @@ def test_time_parts_counts_the_kv_bytes_decode_attention_reads():
     ids, mask = pad_prompts(prompts, PAD)
     B, P = ids.shape
     N = 6
-    before = (fr._lin, fr._decode_c, fr._decode, ckernels.load)
+    before = (fr._lin, fr._decode_c, fr._decode, fr._prefill, ckernels.load)
     parts = bench.time_parts(model, ids, mask, N, NO_EOS, PAD, 1.0, repeats=2)
-    assert (fr._lin, fr._decode_c, fr._decode, ckernels.load) == before          # instrumentation undone
+    assert (fr._lin, fr._decode_c, fr._decode, fr._prefill, ckernels.load) == before    # instrumentation undone
     cfg = model.config
     kvw = cfg.num_key_value_heads * (cfg.hidden_size // cfg.num_attention_heads)
     # brute force: decode step t (t = 0 .. N-2) writes slot P + t and reads slots 0 .. P + t, K and V,
@@ -28,10 +28,31 @@ def test_time_parts_counts_the_kv_bytes_decode_attention_reads():
     assert parts["parts_kv_bytes"] == expected
     assert 0 < parts["parts_matmul_s"] < parts["parts_total_s"]
     assert parts["kv_read_bytes_per_s"] > 0 and parts["parts_kv_floor_s"] > 0
+    # the phases nest: the prefill's matmuls inside the prefill, prefill + decode steps inside the call
+    assert 0 < parts["parts_prefill_matmul_s"] < parts["parts_prefill_s"]
+    assert parts["parts_prefill_s"] + parts["parts_decode_s"] < parts["parts_total_s"]
+    assert parts["parts_loop_s"] > 0
     if fr.attention_used(model, "cpu") == "c":
-        assert 0 < parts["parts_attention_s"] < parts["parts_total_s"]
+        assert 0 < parts["parts_attention_s"] < parts["parts_decode_s"]
+        # the budget's attention rate was measured at the mean context the decode steps attended over
+        assert parts["attention_kernel_context"] == round(sum(P + t + 1 for t in range(N - 1)) / (N - 1))
+        kv_at_rate = parts["parts_kv_bytes"] / parts["attention_kernel_bytes_per_s"]
+        assert parts["parts_budget_s"] == (parts["parts_matmul_s"] + kv_at_rate + parts["parts_prefill_s"]
+                                           - parts["parts_prefill_matmul_s"] + parts["parts_loop_s"])
     else:
-        assert parts["parts_attention_s"] is None
+        assert parts["parts_attention_s"] is None and "parts_budget_s" not in parts
+
+
+def test_attention_kernel_rate_counts_the_bytes_it_reads(monkeypatch):
+    """attention_kernel_rate = K and V bytes of every layer / the best round's time: checked with a stub
+    kernel and a clock that advances a fixed amount per call."""
+    calls, clock = [], iter(range(0, 10 ** 6))
+    monkeypatch.setattr(ckernels, "attn_decode", lambda *a: calls.append(a))
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: float(next(clock)))
+    rate = bench.attention_kernel_rate(H=4, Hkv=2, D=8, layers=3, rows=5, context=7, repeats=2)
+    assert len(calls) == 3 * 3                                   # a warm-up round + 2 repeats, 3 layers each
+    assert calls[0][4] == 6 and calls[0][2].shape == (5, 7, 16)  # attends over slots 0..6 of a [5, 7, 16] cache
+    assert rate == 2 * 3 * 5 * 7 * 16 * 4 / 1.0                  # each round reads the clock twice: 1 "second"
 
 
 def test_report_has_the_decomposition_table():
@@ -45,3 +66,19 @@ def test_report_has_the_decomposition_table():
     text = bench.report([row])
     line = [ln for ln in text.splitlines() if ln.startswith("| m | 4 | c |")]
     assert line and "0.150" in line[0] and "**3.60**" in line[0] and "0.150 | 2.00 | 25.0 | 0.080 | 0.150" in line[0]
+
+
+def test_report_has_the_budget_table():
+    row = {"bench": "rollout", "model": "m", "batch_size": 4, "max_new_tokens": 8, "temperature": 1.0,
+           "ours_mean_length": 8.0, "ours_tokens_per_s": 100.0, "ours_tokens_per_s_min": 90.0,
+           "ours_tokens_per_s_max": 110.0, "generate_tokens_per_s": 50.0, "generate_tokens_per_s_min": 45.0,
+           "generate_tokens_per_s_max": 55.0, "ratio_vs_generate": 2.0, "ratio_vs_generate_min": 1.9,
+           "ratio_vs_generate_max": 2.1, "decode_kernels": "c", "parts_total_s": 0.5, "parts_matmul_s": 0.2,
+           "parts_attention_s": 0.15, "parts_kv_bytes": 2e9, "kv_read_bytes_per_s": 2.5e10,
+           "parts_kv_floor_s": 0.08, "ceiling_ratio_vs_generate": 3.6, "parts_prefill_s": 0.1,
+           "parts_prefill_matmul_s": 0.05, "parts_decode_s": 0.35, "parts_loop_s": 0.05,
+           "attention_kernel_bytes_per_s": 2e10, "attention_kernel_context": 40, "parts_budget_s": 0.4,
+           "generate_s_median": 1.0, "budget_ratio_vs_generate": 2.5}
+    line = [ln for ln in bench.report([row]).splitlines() if ln.startswith("| m | 4 | 0.200 |")]
+    # decode's other work = decode 0.35 - decode matmuls (0.2 - 0.05) - attention 0.15 = 0.05
+    assert line and "2.00 / 20.0 (40) = 0.100" in line[0] and "| 0.050 | 0.400 | 1.000 | **2.50** |" in line[0]

@@ -12,8 +12,10 @@ and the min/max over repeats, and ratios are medians of per-repeat paired ratios
 the machine; the second the matmul peak (a square matmul in the model dtype, repeated; FLOP/s of the
 best run), measured in the same run, against which achieved FLOP/s (2 x params x tokens processed,
 prompt tokens included; the usual forward approximation) are reported as `*_frac_of_peak`. On CPU,
-`bench rollout` also splits one instrumented call of our engine into matmuls, decode attention and a
-KV-cache read floor (`time_parts`), and reports the best ratio to `generate` those parts allow.
+`bench rollout` also splits one instrumented call of our engine into matmuls, decode attention, prefill,
+decode steps, sampling and bookkeeping, and a KV-cache read floor (`time_parts`), and reports two bounds
+on the ratio to `generate`: the ceiling (matmuls + KV floor alone) and the budget (every part at its best
+measured rate, the decode step's other work free).
 
 Models: `--model` is a zoo name (default: the addition teacher; `bench rollout` also runs the student
 at the largest batch), a checkpoint directory, or `qwen2-0.5b-shape`: a random-weight model with
@@ -245,6 +247,8 @@ def bench_rollout(model, tok, task_name: str, label: str, batch_size: int, max_n
         parts = time_parts(model, ids, mask, max_new_tokens, eos, pad, temperature, repeats)
         row.update(parts)
         row["ceiling_ratio_vs_generate"] = row["generate_s_median"] / (parts["parts_matmul_s"] + parts["parts_kv_floor_s"])
+        if parts.get("parts_budget_s"):
+            row["budget_ratio_vs_generate"] = row["generate_s_median"] / parts["parts_budget_s"]
     return row
 
 
@@ -264,36 +268,86 @@ def kv_read_rate(n_bytes: int, repeats: int = 10) -> float:
     return 4 * bufs[0].numel() * 4 / best
 
 
+def attention_kernel_rate(H: int, Hkv: int, D: int, layers: int, rows: int, context: int, repeats: int = 10) -> float:
+    """Bytes/s of K and V that the compiled decode-attention kernel reads on its own: `rows` rows attending
+    over `context` cached positions in each of `layers` per-layer caches of the engine's layout, called
+    layer after layer as a decode step calls it, nothing else running in between (best of `repeats`). The
+    most the kernel reaches here, so `kv bytes / this` is a lower bound on its time inside the engine."""
+    from . import ckernels
+    g = torch.Generator().manual_seed(0)
+    kvw, n = Hkv * D, max(1, context)
+    Ks = [torch.randn(rows, n, kvw, generator=g) for _ in range(layers)]
+    Vs = [torch.randn(rows, n, kvw, generator=g) for _ in range(layers)]
+    qkv0 = torch.randn(rows, (H + 2 * Hkv) * D, generator=g)
+    cs = torch.rand(rows, 2 * D, generator=g) * 2 - 1
+    qkvs = [qkv0.clone() for _ in range(layers)]
+    best = float("inf")
+    for _ in range(repeats + 1):                          # the first round warms up
+        for q in qkvs:
+            q.copy_(qkv0)                                 # the kernel rotates and scales q in place
+        t = time.perf_counter()
+        for q, K, V in zip(qkvs, Ks, Vs):
+            ckernels.attn_decode(q, cs, K, V, n - 1, None, H, Hkv, D, D ** -0.5)
+        best = min(best, time.perf_counter() - t)
+    return 2 * layers * rows * n * kvw * 4 / best
+
+
 def time_parts(model, ids, mask, max_new_tokens, eos, pad, temperature, repeats) -> dict:
     """Where one call of the fast engine spends its time (CPU; median over `repeats` instrumented calls,
     separate from the timed ones): its matmuls (time inside every `torch.mm`/`addmm` of prefill and decode),
-    decode attention (the kernel calls), and the KV-cache bytes decode attention must read, turned into a
-    floor at this machine's measured read rate (`kv_read_rate` on one chunk's cache size). Matmuls at
-    MKL's speed plus that floor is what any exact float32 engine doing the same matmuls needs at least;
-    `ceiling_ratio_vs_generate` = generate's time / that, the best ratio possible if everything else
-    (norms, rotary, softmax, sampling, Python) cost nothing."""
+    decode attention (the kernel calls), the prefill, the decode steps, the rest of the loop (sampling and
+    bookkeeping), and the KV-cache bytes decode attention must read. Two bounds follow:
+      * the KV floor: those bytes at this machine's `sum` rate (`kv_read_rate` on one chunk's cache size);
+        `ceiling_ratio_vs_generate` (set by `bench_rollout`) = generate's time / (matmuls + KV floor), the
+        best ratio possible if everything else (norms, rotary, softmax, sampling, Python) cost nothing;
+      * the budget (compiled kernels only): matmuls + the KV bytes at the attention kernel's own best rate
+        in isolation (`attention_kernel_rate`, same rows and mean context) + the prefill outside its
+        matmuls + sampling and bookkeeping, i.e. every measured part at its best and the decode step's
+        remaining elementwise work and Python free; `budget_ratio_vs_generate` = generate's time / that."""
     from . import ckernels, fast_rollout as fr
-    rec = {"mm": 0.0, "attn": 0.0, "kv_bytes": 0, "cache_bytes": 0, "c": False}
-    orig_lin, orig_c, orig_t, orig_load = fr._lin, fr._decode_c, fr._decode, ckernels.load
+    rec = {}
+    orig_lin, orig_c, orig_t, orig_pre, orig_load = fr._lin, fr._decode_c, fr._decode, fr._prefill, ckernels.load
+
+    def timed(key, fn):
+        def run(*a, **k):
+            t = time.perf_counter()
+            out = fn(*a, **k)
+            rec[key] += time.perf_counter() - t
+            return out
+        return run
 
     def lin(x, wt, b):
         t = time.perf_counter()
         out = orig_lin(x, wt, b)
-        rec["mm"] += time.perf_counter() - t
+        dt = time.perf_counter() - t
+        rec["mm"] += dt
+        rec["mm_prefill"] += dt if rec["in_prefill"] else 0.0
         return out
 
+    def prefill(*a, **k):
+        rec["in_prefill"] = True
+        try:
+            return timed("prefill", orig_pre)(*a, **k)
+        finally:
+            rec["in_prefill"] = False
+
     def count(pl, tok, slot, Ks):
-        rec["kv_bytes"] += 2 * tok.shape[0] * (slot + 1) * pl.Hkv * pl.D * Ks[0].element_size() * pl.n_layers
+        b = tok.shape[0]
+        rec["kv_bytes"] += 2 * b * (slot + 1) * pl.Hkv * pl.D * Ks[0].element_size() * pl.n_layers
         rec["cache_bytes"] = max(rec["cache_bytes"], 2 * sum(k.numel() * k.element_size() for k in Ks))
+        rec["row_ctx"] += b * (slot + 1)
+        rec["row_steps"] += b
+        rec["rows"] = max(rec["rows"], b)
+        rec["dims"] = (pl.H, pl.Hkv, pl.D, pl.n_layers)
 
     def dec_c(pl, tok, pos, slot, Ks, Vs, mask_add):
         count(pl, tok, slot, Ks)
         rec["c"] = True
-        return orig_c(pl, tok, pos, slot, Ks, Vs, mask_add)
+        return timed("decode", orig_c)(pl, tok, pos, slot, Ks, Vs, mask_add)
 
     def dec_t(pl, tok, pos, slot, Ks, Vs, mask_add, attention):
         count(pl, tok, slot, Ks)          # the torch path: its attention ops are not timed apart
-        return orig_t(pl, tok, pos, slot, Ks, Vs, mask_add, attention)
+        return timed("decode", orig_t)(pl, tok, pos, slot, Ks, Vs, mask_add, attention)
 
     class TimedLib:
         def __init__(self, lib):
@@ -301,35 +355,40 @@ def time_parts(model, ids, mask, max_new_tokens, eos, pad, temperature, repeats)
 
         def __getattr__(self, name):
             fn = getattr(self._lib, name)
-            if name != "attn_decode":
-                return fn
-
-            def timed(*a):
-                t = time.perf_counter()
-                fn(*a)
-                rec["attn"] += time.perf_counter() - t
-            return timed
+            return timed("attn", fn) if name == "attn_decode" else fn
 
     rows = []
     try:
-        fr._lin, fr._decode_c, fr._decode = lin, dec_c, dec_t
+        fr._lin, fr._decode_c, fr._decode, fr._prefill = lin, dec_c, dec_t, prefill
         lib = orig_load()
         ckernels.load = (lambda: TimedLib(lib)) if lib is not None else orig_load
         for rep in range(repeats):
-            rec.update(mm=0.0, attn=0.0, kv_bytes=0, cache_bytes=0, c=False)
+            rec.update(mm=0.0, mm_prefill=0.0, attn=0.0, prefill=0.0, decode=0.0, kv_bytes=0, cache_bytes=0,
+                       row_ctx=0, row_steps=0, rows=0, dims=None, c=False, in_prefill=False)
             g = torch.Generator().manual_seed(1000 + rep)
             t = time.perf_counter()
             fr.fast_sample(model, ids, mask, max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=pad,
                            temperature=temperature, generator=g)
             rows.append(dict(rec, total=time.perf_counter() - t))
     finally:
-        fr._lin, fr._decode_c, fr._decode, ckernels.load = orig_lin, orig_c, orig_t, orig_load
+        fr._lin, fr._decode_c, fr._decode, fr._prefill, ckernels.load = orig_lin, orig_c, orig_t, orig_pre, orig_load
     rate = kv_read_rate(rows[0]["cache_bytes"])
     med = lambda k: statistics.median(r[k] for r in rows)          # noqa: E731
-    return {"parts_total_s": med("total"), "parts_matmul_s": med("mm"),
-            "parts_attention_s": med("attn") if rows[0]["c"] else None,
-            "parts_kv_bytes": rows[0]["kv_bytes"], "kv_read_bytes_per_s": rate,
-            "parts_kv_floor_s": rows[0]["kv_bytes"] / rate}
+    kv = rows[0]["kv_bytes"]
+    out = {"parts_total_s": med("total"), "parts_matmul_s": med("mm"),
+           "parts_attention_s": med("attn") if rows[0]["c"] else None,
+           "parts_prefill_s": med("prefill"), "parts_prefill_matmul_s": med("mm_prefill"),
+           "parts_decode_s": med("decode"),
+           "parts_loop_s": statistics.median(r["total"] - r["prefill"] - r["decode"] for r in rows),
+           "parts_kv_bytes": kv, "kv_read_bytes_per_s": rate, "parts_kv_floor_s": kv / rate}
+    if rows[0]["c"] and rows[0]["row_steps"]:
+        H, Hkv, D, L = rows[0]["dims"]
+        ctx = round(rows[0]["row_ctx"] / rows[0]["row_steps"])
+        att_rate = attention_kernel_rate(H, Hkv, D, L, rows[0]["rows"], ctx)
+        out.update(attention_kernel_bytes_per_s=att_rate, attention_kernel_context=ctx,
+                   parts_budget_s=(out["parts_matmul_s"] + kv / att_rate
+                                   + out["parts_prefill_s"] - out["parts_prefill_matmul_s"] + out["parts_loop_s"]))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -700,6 +759,25 @@ def report(rows: list[dict]) -> str:
                            f"{f(r.get('ours_torch_kernels_ratio_vs_generate'))} | "
                            f"**{r['ceiling_ratio_vs_generate']:.2f}** |")
             out.append("")
+            budget = [r for r in parts if r.get("budget_ratio_vs_generate") is not None]
+            if budget:
+                out.append("The budget: every part at the best rate measured for it, the decode step's other work "
+                           "(norms, SiLU, residual adds, kernel calls, Python) free; budget = matmuls + KV bytes at "
+                           "the attention kernel's own rate in isolation (same rows, mean context) + prefill outside "
+                           "its matmuls + sampling and bookkeeping:\n")
+                out.append("| model | batch | matmuls s | KV GB / kernel-alone GB/s (context) = s | prefill s "
+                           "(its matmuls) | sampling + bookkeeping s | decode step's other work s | budget s "
+                           "| generate s | **budget / generate** |")
+                out.append("|---|---|---|---|---|---|---|---|---|---|")
+                for r in budget:
+                    kv, rate = r["parts_kv_bytes"], r["attention_kernel_bytes_per_s"]
+                    other = r["parts_decode_s"] - (r["parts_matmul_s"] - r["parts_prefill_matmul_s"]) - r["parts_attention_s"]
+                    out.append(f"| {r['model']} | {r['batch_size']} | {r['parts_matmul_s']:.3f} | {kv / 1e9:.2f} / "
+                               f"{rate / 1e9:.1f} ({r['attention_kernel_context']}) = {kv / rate:.3f} | "
+                               f"{r['parts_prefill_s']:.3f} ({r['parts_prefill_matmul_s']:.3f}) | {r['parts_loop_s']:.3f} | "
+                               f"{other:.3f} | {r['parts_budget_s']:.3f} | {r['generate_s_median']:.3f} | "
+                               f"**{r['budget_ratio_vs_generate']:.2f}** |")
+                out.append("")
     st = [r for r in rows if r.get("bench") == "step"]
     if st:
         out.append("Training step (full-size defaults; medians; generation share = generate_s / step_s; "
