@@ -55,30 +55,27 @@ def test_attention_kernel_rate_counts_the_bytes_it_reads(monkeypatch):
     assert rate == 2 * 3 * 5 * 7 * 16 * 4 / 1.0                  # each round reads the clock twice: 1 "second"
 
 
+# a rollout row as bench_rollout writes it on CPU with the compiled kernels (values chosen by hand)
+ROW = {"bench": "rollout", "model": "m", "batch_size": 4, "max_new_tokens": 8, "temperature": 1.0,
+       "ours_mean_length": 8.0, "ours_tokens_per_s": 100.0, "ours_tokens_per_s_min": 90.0,
+       "ours_tokens_per_s_max": 110.0, "generate_tokens_per_s": 50.0, "generate_tokens_per_s_min": 45.0,
+       "generate_tokens_per_s_max": 55.0, "ratio_vs_generate": 2.0, "ratio_vs_generate_min": 1.9,
+       "ratio_vs_generate_max": 2.1, "decode_kernels": "c", "parts_total_s": 0.5, "parts_matmul_s": 0.2,
+       "parts_attention_s": 0.15, "parts_kv_bytes": 2e9, "kv_read_bytes_per_s": 2.5e10,
+       "parts_kv_floor_s": 0.08, "ours_torch_kernels_ratio_vs_generate": 1.5, "ceiling_ratio_vs_generate": 3.6}
+
+
 def test_report_has_the_decomposition_table():
-    row = {"bench": "rollout", "model": "m", "batch_size": 4, "max_new_tokens": 8, "temperature": 1.0,
-           "ours_mean_length": 8.0, "ours_tokens_per_s": 100.0, "ours_tokens_per_s_min": 90.0,
-           "ours_tokens_per_s_max": 110.0, "generate_tokens_per_s": 50.0, "generate_tokens_per_s_min": 45.0,
-           "generate_tokens_per_s_max": 55.0, "ratio_vs_generate": 2.0, "ratio_vs_generate_min": 1.9,
-           "ratio_vs_generate_max": 2.1, "decode_kernels": "c", "parts_total_s": 0.5, "parts_matmul_s": 0.2,
-           "parts_attention_s": 0.15, "parts_kv_bytes": 2e9, "kv_read_bytes_per_s": 2.5e10,
-           "parts_kv_floor_s": 0.08, "ours_torch_kernels_ratio_vs_generate": 1.5, "ceiling_ratio_vs_generate": 3.6}
+    row = dict(ROW)
     text = bench.report([row])
     line = [ln for ln in text.splitlines() if ln.startswith("| m | 4 | c |")]
     assert line and "0.150" in line[0] and "**3.60**" in line[0] and "0.150 | 2.00 | 25.0 | 0.080 | 0.150" in line[0]
 
 
 def test_report_has_the_budget_table():
-    row = {"bench": "rollout", "model": "m", "batch_size": 4, "max_new_tokens": 8, "temperature": 1.0,
-           "ours_mean_length": 8.0, "ours_tokens_per_s": 100.0, "ours_tokens_per_s_min": 90.0,
-           "ours_tokens_per_s_max": 110.0, "generate_tokens_per_s": 50.0, "generate_tokens_per_s_min": 45.0,
-           "generate_tokens_per_s_max": 55.0, "ratio_vs_generate": 2.0, "ratio_vs_generate_min": 1.9,
-           "ratio_vs_generate_max": 2.1, "decode_kernels": "c", "parts_total_s": 0.5, "parts_matmul_s": 0.2,
-           "parts_attention_s": 0.15, "parts_kv_bytes": 2e9, "kv_read_bytes_per_s": 2.5e10,
-           "parts_kv_floor_s": 0.08, "ceiling_ratio_vs_generate": 3.6, "parts_prefill_s": 0.1,
-           "parts_prefill_matmul_s": 0.05, "parts_decode_s": 0.35, "parts_loop_s": 0.05,
-           "attention_kernel_bytes_per_s": 2e10, "attention_kernel_context": 40, "parts_budget_s": 0.4,
-           "generate_s_median": 1.0, "budget_ratio_vs_generate": 2.5}
+    row = dict(ROW, parts_prefill_s=0.1, parts_prefill_matmul_s=0.05, parts_decode_s=0.35, parts_loop_s=0.05,
+               attention_kernel_bytes_per_s=2e10, attention_kernel_context=40, parts_budget_s=0.4,
+               generate_s_median=1.0, budget_ratio_vs_generate=2.5)
     line = [ln for ln in bench.report([row]).splitlines() if ln.startswith("| m | 4 | 0.200 |")]
     # decode's other work = decode 0.35 - decode matmuls (0.2 - 0.05) - attention 0.15 = 0.05
     assert line and "2.00 / 20.0 (40) = 0.100" in line[0] and "| 0.050 | 0.400 | 1.000 | **2.50** |" in line[0]

@@ -17,7 +17,7 @@ from workbench.tasks import get_task
 from workbench.tokenizer import build_tokenizer
 
 from test_fast_rollout import (BOS, EOS, PAD, PROMPTS, _chi2_999, _chi2_joint, _exact_joint, _gqa_qwen2,
-                                _generate, _scramble)
+                               _generate, _scramble, check_weights_are_live)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -94,17 +94,8 @@ def test_sampled_frequencies_match_the_model_on_cuda(tok, graph_calls):
 
 
 def test_weights_are_live_between_calls(tok, graph_calls):
-    model = _scramble(build_model("nano", tok, "llama", seed=1), 2.0).cuda()
-    ids, mask = pad_prompts(PROMPTS, PAD, device="cuda")
-    model.train()
-    before = sample(model, ids, mask, max_new_tokens=10, eos_token_id=EOS, pad_token_id=PAD, temperature=0)
-    assert model.training
-    with torch.no_grad():
-        model.model.layers[0].mlp.down_proj.weight.mul_(-3.0)
-    after = sample(model, ids, mask, max_new_tokens=10, eos_token_id=EOS, pad_token_id=PAD, temperature=0)
-    model.eval()
-    assert torch.equal(after.completion_ids, _generate(model, ids, mask, 10))
-    assert not torch.equal(before.completion_ids, after.completion_ids)
+    check_weights_are_live(tok, "cuda")                 # a graph is captured per call: an update is seen
+    assert graph_calls
 
 
 @pytest.mark.parametrize("method", ["opd", "sft", "grpo"])

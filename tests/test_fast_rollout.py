@@ -453,10 +453,10 @@ def test_hooks_and_other_attention_fall_back(tok):
     assert "eager" in fr.unsupported_reason(model)
 
 
-def test_training_mode_and_weights_are_live(tok):
+def check_weights_are_live(tok, device="cpu"):
     """The engine reads the current weights on every call (no stale copies) and restores training mode."""
-    model = _scramble(build_model("nano", tok, "llama", seed=1), 2.0)
-    ids, mask = pad_prompts(PROMPTS, PAD)
+    model = _scramble(build_model("nano", tok, "llama", seed=1), 2.0).to(device)
+    ids, mask = pad_prompts(PROMPTS, PAD, device=device)
     model.train()
     before = sample(model, ids, mask, max_new_tokens=10, eos_token_id=EOS, pad_token_id=PAD, temperature=0)
     assert model.training
@@ -466,6 +466,10 @@ def test_training_mode_and_weights_are_live(tok):
     model.eval()
     assert torch.equal(after.completion_ids, _generate(model, ids, mask, 10))
     assert not torch.equal(before.completion_ids, after.completion_ids)
+
+
+def test_training_mode_and_weights_are_live(tok):
+    check_weights_are_live(tok)
 
 
 @pytest.mark.parametrize("name", ["llama", "qwen2-gqa"])
