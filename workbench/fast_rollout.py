@@ -680,15 +680,17 @@ class _CudaGraphStep:
             return self._body()            # tests: the captured computation, run eagerly on the CPU
         if self.graph is None:
             # warm up on a side stream (allocator, cuBLAS and SDPA workspaces), then capture. The warm-up runs
-            # write the same slot from the same inputs, so running them is harmless.
-            s = torch.cuda.Stream()
-            s.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(s):
-                for _ in range(2):
-                    self._body()
-            torch.cuda.current_stream().wait_stream(s)
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self.out = self._body()
+            # write the same slot from the same inputs, so running them is harmless. Streams and the capture
+            # belong to the model's GPU, which need not be the current device (a model on cuda:1).
+            with torch.cuda.device(self.tok.device):
+                s = torch.cuda.Stream()
+                s.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(s):
+                    for _ in range(2):
+                        self._body()
+                torch.cuda.current_stream().wait_stream(s)
+                self.graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(self.graph):
+                    self.out = self._body()
         self.graph.replay()
         return self.out.clone()
