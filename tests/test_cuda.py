@@ -16,8 +16,8 @@ from workbench.rollout import pad_prompts, sample, sequence_logprobs
 from workbench.tasks import get_task
 from workbench.tokenizer import build_tokenizer
 
-from test_fast_rollout import (BOS, EOS, PAD, PROMPTS, _chi2_999, _chi2_joint, _exact_joint, _gqa_qwen2,
-                               _generate, _scramble, check_weights_are_live)
+from test_fast_rollout import (BOS, EOS, MODELS, PAD, PROMPTS, _chi2_999, _chi2_joint, _exact_joint, _generate,
+                               _lora, _scramble, check_weights_are_live, random_lora_b)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -40,14 +40,7 @@ def graph_calls(monkeypatch):
     return calls
 
 
-MODELS = {
-    "llama": lambda tok: build_model("tiny-student", tok, "llama", seed=1),
-    "qwen2": lambda tok: build_model("tiny-student", tok, "qwen2", seed=1),     # q/k/v biases
-    "qwen2-gqa": _gqa_qwen2,
-}
-
-
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", ["llama", "qwen2", "qwen2-gqa"])
 def test_auto_engine_replays_a_graph_and_equals_generate(tok, name, graph_calls):
     model = _scramble(MODELS[name](tok), 3.0).cuda()
     prompts = PROMPTS * 7 + [[BOS, 3, 3, 3, 3, 3, 3, 3, 3]]            # 43 rows, left padding
@@ -121,20 +114,13 @@ def test_lora_student_through_the_graph_equals_generate(tok, graph_calls):
     greedy output equals the wrapped model's `generate` in float32; in bf16 with float32 adapters
     (workbench.hf.add_lora) rows agree >= 95%."""
     from workbench import hf
-    from test_fast_rollout import _lora
     model = _lora(_scramble(MODELS["qwen2-gqa"](tok), 3.0)).cuda()
     ids, mask = pad_prompts(PROMPTS * 7, PAD, device="cuda")
     r = sample(model, ids, mask, max_new_tokens=20, eos_token_id=EOS, pad_token_id=PAD, temperature=0)
     assert torch.equal(r.completion_ids, _generate(model, ids, mask, 20))
     assert graph_calls
     base = _scramble(MODELS["llama"](tok), 3.0).cuda().to(torch.bfloat16)
-    model = hf.add_lora(base, hf.LoraSpec(r=4, alpha=8))
-    g = torch.Generator(device="cuda").manual_seed(5)
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.copy_(torch.randn(p.shape, generator=g, device="cuda") * 0.5)
-    model.eval()
+    model = random_lora_b(hf.add_lora(base, hf.LoraSpec(r=4, alpha=8)))
     r = sample(model, ids, mask, max_new_tokens=20, eos_token_id=EOS, pad_token_id=PAD, temperature=0)
     gen = _generate(model, ids, mask, 20)
     w = min(r.completion_ids.shape[1], gen.shape[1])

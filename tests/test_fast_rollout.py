@@ -348,16 +348,21 @@ def test_gpt2_falls_back_to_the_generic_loop(tok):
         sample(model, ids, mask, max_new_tokens=4, eos_token_id=EOS, pad_token_id=PAD, engine="turbo")
 
 
-def _lora(base, seed=5, **cfg):
-    """`base` wrapped with LoRA (peft), its B factors random (at init B = 0 and the adapters do nothing)."""
-    peft = pytest.importorskip("peft")
-    model = peft.get_peft_model(base, peft.LoraConfig(**{"r": 4, "lora_alpha": 8, "target_modules": "all-linear", **cfg}))
+def random_lora_b(model, seed=5):
+    """LoRA B factors set to random values (at init B = 0 and the adapters do nothing); eval mode."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for n, p in model.named_parameters():
             if "lora_B" in n:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.5)
     return model.eval()
+
+
+def _lora(base, seed=5, **cfg):
+    """`base` wrapped with LoRA (peft), its B factors random."""
+    peft = pytest.importorskip("peft")
+    cfg = {"r": 4, "lora_alpha": 8, "target_modules": "all-linear", **cfg}
+    return random_lora_b(peft.get_peft_model(base, peft.LoraConfig(**cfg)), seed)
 
 
 @pytest.mark.parametrize("name", ["llama", "qwen2", "qwen2-gqa"])
@@ -409,13 +414,7 @@ def test_lora_in_bfloat16_with_float32_adapters(tok):
     adapter's dtype and the sum back)."""
     from workbench import hf
     base = _scramble(MODELS["llama"](tok), 3.0).to(torch.bfloat16)
-    model = hf.add_lora(base, hf.LoraSpec(r=4, alpha=8))
-    g = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-    model.eval()
+    model = random_lora_b(hf.add_lora(base, hf.LoraSpec(r=4, alpha=8)))
     assert {p.dtype for n, p in model.named_parameters() if "lora" in n} == {torch.float32}
     ids, mask = pad_prompts(PROMPTS * 7, PAD)
     r = sample(model, ids, mask, max_new_tokens=20, eos_token_id=EOS, pad_token_id=PAD, temperature=0)

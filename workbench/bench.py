@@ -39,7 +39,7 @@ import time
 import torch
 
 from . import rollout as R
-from .hf import is_peft
+from . import hf
 from .models import count_params, pick_device, pick_dtype
 
 SYNTHETIC = {
@@ -243,7 +243,7 @@ def bench_rollout(model, tok, task_name: str, label: str, batch_size: int, max_n
     if "hf_loop" in tps:
         ratios = [a / b for a, b in zip(tps["ours"], tps["hf_loop"])]
         row["ratio_vs_hf_loop"], row["ratio_vs_hf_loop_min"], row["ratio_vs_hf_loop_max"] = _stats(ratios)
-    if engine == "fast" and dev.type == "cpu" and not is_peft(model):     # with LoRA, _lin is not one mm
+    if engine == "fast" and dev.type == "cpu" and not hf.is_peft(model):     # with LoRA, _lin is not one mm
         parts = time_parts(model, ids, mask, max_new_tokens, eos, pad, temperature, repeats)
         row.update(parts)
         row["ceiling_ratio_vs_generate"] = row["generate_s_median"] / (parts["parts_matmul_s"] + parts["parts_kv_floor_s"])
@@ -653,7 +653,6 @@ def main(ns) -> int:
         model, tok, task_name = load_model(model_name, dev)
         dtype = next(model.parameters()).dtype
         if lora:
-            from . import hf
             model = hf.add_lora(model, hf.LoraSpec(r=lora, alpha=2 * lora)).eval()
             model_name = f"{model_name}+lora{lora}"
     else:
@@ -720,15 +719,14 @@ def report(rows: list[dict]) -> str:
         # the extra CUDA column: rows up to 2026-11-26 timed an opt-in graph ("ours" was eager), later rows
         # time the eager path ("ours" replays the graph)
         extra = next((k for k in ("ours_cuda_graph", "ours_eager") if any(f"{k}_tokens_per_s" in r for r in ro)), None)
-        graph = extra is not None
         xlabel = "CUDA graph tok/s | graph / generate |" if extra == "ours_cuda_graph" else "eager tok/s | eager / generate |"
         out.append("Rollout: generated tokens (through EOS) per second; ours = `rollout.sample` (fast engine), "
                    "generic loop = `sample(engine=\"hf\")`, what `sample` ran before:\n")
         out.append("| model | batch | new tokens | T | ours tok/s [min-max] | generate tok/s [min-max] | "
                    "generic loop tok/s | **ours / generate** [min-max] | ours / generic loop |"
-                   + (" " + xlabel if graph else "")
+                   + (" " + xlabel if extra else "")
                    + " ours % of peak | generate % of peak |")
-        out.append("|---|---|---|---|---|---|---|---|---|" + ("---|---|" if graph else "") + "---|---|")
+        out.append("|---|---|---|---|---|---|---|---|---|" + ("---|---|" if extra else "") + "---|---|")
         for r in ro:
             out.append(f"| {r['model']} | {r['batch_size']} | {r['max_new_tokens']} (mean {r['ours_mean_length']:.1f}) "
                        f"| {r['temperature']:g} | {r['ours_tokens_per_s']:,.0f} [{r['ours_tokens_per_s_min']:,.0f}-"
@@ -738,7 +736,7 @@ def report(rows: list[dict]) -> str:
                        f"[{r['ratio_vs_generate_min']:.2f}-{r['ratio_vs_generate_max']:.2f}] | "
                        f"{f(r.get('ratio_vs_hf_loop'))} |"
                        + (f" {f(r.get(f'{extra}_tokens_per_s'), 0)} | "
-                          f"{f(r.get(f'{extra}_ratio_vs_generate'))} |" if graph else "")
+                          f"{f(r.get(f'{extra}_ratio_vs_generate'))} |" if extra else "")
                        + f" {100 * r.get('ours_frac_of_peak', 0):.1f} | {100 * r.get('generate_frac_of_peak', 0):.1f} |")
         out.append("")
         parts = [r for r in ro if r.get("parts_matmul_s") is not None]
