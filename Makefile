@@ -5,6 +5,9 @@
 #   make test       the test suite (what CI runs)       make test-slow   the long checks (-m slow)
 #   make demo       00_quickstart -> runs/demo          make bench       benchmarks (JSON)
 #   make zoo        rebuild the shipped toy checkpoints make browser-deps chromium for the browser tests
+#   make claims     re-run every notebook with committed results (results/*.json) at full size into a fresh
+#                   folder and fail if any claim's verdict differs (run it before committing a change that
+#                   could move a result; long: see README)
 #   make clean      remove caches and build outputs     make distclean   ... and the venv
 #
 # torch is installed on its own, before the project, with the same pin as pyproject.toml: on a
@@ -18,7 +21,7 @@ PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.setup-stamp
 PYTEST := $(PY) -m pytest -q -p no:cacheprovider --durations=15
 
-.PHONY: setup test test-slow demo bench zoo browser-deps clean distclean
+.PHONY: setup test test-slow demo bench zoo claims browser-deps clean distclean
 
 setup: $(STAMP)
 
@@ -45,6 +48,11 @@ bench: setup
 
 zoo: setup
 	$(PY) -m workbench zoo build
+
+CLAIMS_DIR ?= runs/claims-$(shell date +%Y%m%d-%H%M%S)
+claims: setup
+	$(PY) -m widgets.notebooks run $(shell ls results/*.json | xargs -n1 basename | sed 's/\.json$$//') --out $(CLAIMS_DIR) --size full
+	$(PY) -m workbench.claims check $(CLAIMS_DIR)
 
 browser-deps:
 	@if [ -x /usr/bin/chromium ]; then \

@@ -49,7 +49,8 @@ from pathlib import Path
 import pandas as pd
 
 from workbench import experiments as X
-from workbench.analysis import estimator_gradients
+from workbench import zoo
+from workbench.analysis import estimator_gradients, reward_tails
 from workbench.claims import Claims, write_results
 from widgets import TrainingDashboard
 from widgets import figures as F
@@ -57,9 +58,9 @@ from widgets import plots as P
 
 S = X.pick_size(size,
                 smoke=dict(budget_tokens=1_000, batch_size=8, eval_every=2, eval_problems=16, probe_problems=8,
-                           grad_repeats=2, grad_batch=4),
+                           grad_repeats=2, grad_batch=4, seeds=(0,), drift_tokens=600, batch_div=16),
                 full=dict(budget_tokens=400_000, batch_size=64, eval_every=20, eval_problems=256, probe_problems=256,
-                          grad_repeats=8, grad_batch=32))
+                          grad_repeats=8, grad_batch=32, seeds=(0, 1, 2), drift_tokens=200_000, batch_div=1))
 out = Path(run_dir)
 out.mkdir(parents=True, exist_ok=True)
 claims = Claims(size)
@@ -118,6 +119,45 @@ grads = estimator_gradients(M.student, M.teacher, tok, probe, repeats=S.grad_rep
                             max_new_tokens=task.max_new_tokens, seed=0)
 P.show(P.estimator_figure(grads))
 pd.DataFrame(grads).T
+
+# %% [markdown]
+# ## Why the one-sample estimator struggles here: a diagnosis
+#
+# The sampled-token estimator is unbiased: its expected gradient is the full-vocabulary one. So
+# when it fails, the suspects are its noise and what the optimiser does with it. Two
+# measurements, on the weak zoo student and on the student SFT-trained to its plateau (the
+# comparisons' starting point, notebook 00):
+#
+# 1. **Who carries the signal.** A token's weight in the gradient is `|r_t|`. Our teacher is
+#    almost deterministic (entropy ~1e-5 nats per token), so a token it would not write costs
+#    15–20 nats while every other token costs almost nothing: a handful of "cliff" tokens
+#    carries nearly all of `Σ r²`, the estimator's second moment. The estimator learns about a
+#    mistake only in the steps where the student happens to sample it.
+# 2. **What a bigger batch does.** Adam normalises each step, so at low signal-to-noise a step's
+#    direction is set by the few cliff tokens it happened to draw. From the plateau we run the
+#    estimator at the same learning rate and the same token budget with 64 and with 256
+#    sequences per step, and watch the quantity it minimises: the reverse KL on its own samples.
+
+# %%
+plateau, _ = zoo.load("addition-student-sft", device=str(M.device))
+tails = {"weak zoo student": reward_tails(M.student, M.teacher, tok, task, probe, seed=0),
+         "plateau student": reward_tails(plateau, M.teacher, tok, task, probe, seed=0)}
+pd.DataFrame(tails).T[["teacher_entropy", "student_entropy", "reverse_kl", "reward_mean", "cliff_token_frac",
+                       "cliff_share_of_abs_reward", "cliff_share_of_squared_reward"]]
+
+# %%
+drift_log = X.RecordLog()
+for B in (64, 256):
+    for seed in S.seeds:
+        X.train("opd", student=plateau, teacher=M.teacher, tokenizer=tok, log=drift_log, budget_tokens=S.drift_tokens,
+                batch_size=B // S.batch_div, lr=1e-4, seed=seed, eval_every=0, name=f"B={B // S.batch_div}/seed{seed}",
+                steps=X.step_cap(task, S.drift_tokens, B // S.batch_div), device=device)
+kl_series = {run: ([r["cost/student_tokens"] for r in recs], [r["teacher/reverse_kl"] for r in recs])
+             for run, recs in drift_log.records.items()}
+P.show(P.metric_curves(kl_series, title="Reverse KL on the student's own samples during sampled-token OPD, from the plateau",
+                       y_title="KL(p‖q), nats per token", smooth=5))
+drift = X.kl_drift(drift_log)
+pd.DataFrame(drift).T
 
 # %% [markdown]
 # ## Estimators side by side: learning speed
@@ -182,6 +222,23 @@ claims("The vOPD baseline lowers the sampled-token gradient variance (METHODS: r
         "ratio": grads["vopd"]["variance"] / grads["sampled_token"]["variance"]})
 
 # %%
+for name, t in tails.items():
+    claims(f"{name}: fewer than 5% of the sampled tokens are cliff tokens (log q − log p < −5 nats), yet they carry "
+           "more than 90% of Σ r², the second moment that sets the sampled-token estimator's variance",
+           t["cliff_token_frac"] < 0.05 and t["cliff_share_of_squared_reward"] > 0.9,
+           {"cliff tokens": t["cliff_token_frac"], "share of Σ r²": t["cliff_share_of_squared_reward"],
+            "teacher entropy": t["teacher_entropy"]})
+small, big = f"B={64 // S.batch_div}", f"B={256 // S.batch_div}"
+claims(f"From the plateau at lr 1e-4, sampled-token OPD with {small} sequences per step ends with a higher reverse KL "
+       "on its own samples than it started with, in every seed (its objective rises under its own unbiased gradient)",
+       all(d["kl_end"] > d["kl_start"] for run, d in drift.items() if run.startswith(small + "/")),
+       {run: f"{d['kl_start']:.4f} -> {d['kl_end']:.4f}" for run, d in drift.items() if run.startswith(small + "/")})
+claims(f"With {big} sequences per step (same lr, same student tokens) the reverse KL ends lower than it started, "
+       "in every seed",
+       all(d["kl_end"] < d["kl_start"] for run, d in drift.items() if run.startswith(big + "/")),
+       {run: f"{d['kl_start']:.4f} -> {d['kl_end']:.4f}" for run, d in drift.items() if run.startswith(big + "/")})
+
+# %%
 claims("At the same budget, full-vocabulary reverse KL learns faster than the sampled-token estimator",
        acc["full-vocab reverse KL (jsd β=1)"] > acc["sampled-token"] + 0.03,
        {"full_kl": acc["full-vocab reverse KL (jsd β=1)"], "sampled-token": acc["sampled-token"]})
@@ -226,7 +283,8 @@ print("\n" + claims.summary())
 # %%
 results = write_results(out, "04_on_policy_distillation", size, started=t_start, device=str(M.device), claims=claims,
                         numbers={"start_accuracy": start_eval["eval/accuracy"], "token_reward_by_position": reward_pos,
-                                 "gradient_variance": grads, "entropy": entropy,
+                                 "gradient_variance": grads, "entropy": entropy, "reward_tails": tails,
+                                 "kl_drift": drift,
                                  "runs": {r["run"]: {k: v for k, v in r.items() if k != "run"} for r in rows}},
                         config={"sizes": vars(S), "runs": {n: t.cfg.to_dict() for n, t in runs.items()}})
 print(f"figures: {saved['html']}\nresults: {results}")

@@ -7,7 +7,7 @@ import pytest
 from workbench.tasks import ANSWER_SEP, TASKS, Addition, Multiply, Problem, Task, get_task
 from workbench.tokenizer import build_tokenizer, encode_text
 
-SPLITS = ("train", "test", "long", "short")
+SPLITS = ("train", "val", "test", "long", "short")
 
 
 def _check_addition(task: Addition, p: Problem, split: str):
@@ -169,7 +169,7 @@ def test_bad_split_and_n():
     task = get_task("addition")
     with pytest.raises(ValueError) as e:
         task.problems(3, split="validation")
-    assert "'validation'" in str(e.value) and "['train', 'test', 'long', 'short']" in str(e.value)
+    assert "'validation'" in str(e.value) and "['train', 'val', 'test', 'long', 'short']" in str(e.value)
     with pytest.raises(ValueError, match="positive, got 0"):
         task.problems(0)
     with pytest.raises(ValueError, match="positive, got -2"):
@@ -221,3 +221,14 @@ def test_user_defined_task_with_default_verifier():
     assert task.min_new_tokens("train") <= 8
     with pytest.raises(NotImplementedError):
         Task().problems(1)
+
+
+def test_val_and_test_are_different_streams_of_one_distribution():
+    """Learning rates are chosen on `val` and results reported on `test`: the two must not share problems
+    (beyond the chance overlap of a few-thousand-problem space) but must come from the same operand range."""
+    task = get_task("addition")
+    val = {p.prompt for p in task.problems(256, seed=0, split="val")}
+    test = {p.prompt for p in task.problems(256, seed=0, split="test")}
+    assert len(val & test) <= 2
+    digits = lambda ps: {len(p.prompt.split("+")[0].lstrip("0")) for p in ps}
+    assert digits(task.problems(256, seed=0, split="val")) == digits(task.problems(256, seed=0, split="test"))

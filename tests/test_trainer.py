@@ -272,7 +272,8 @@ def test_bad_configuration_fails_before_compute(case, ckpts, other_vocab_ckpt, n
 # the command line
 # --------------------------------------------------------------------------------------------------
 def _zoo_ready():
-    return all((zoo.ZOO_DIR / n / "workbench.json").exists() for n in ("addition-teacher", "addition-student"))
+    return all((zoo.ZOO_DIR / n / "workbench.json").exists()
+               for n in ("addition-teacher", "addition-student", "addition-student-sft"))
 
 
 needs_zoo = pytest.mark.skipif(not _zoo_ready(), reason="the zoo pair is not built (python -m workbench zoo build)")
@@ -293,7 +294,8 @@ def cli_runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "opd"
     train = _cli("train", "--method", "opd", "--steps", "2", "--batch-size", "8", "--eval-every", "2",
                  "--eval-problems", "16", "--out", str(out), "--json")
-    compare = _cli("compare", "--budget-tokens", "200", "--eval-problems", "16", "--batch-size", "8", "--json")
+    compare = _cli("compare", "--budget-tokens", "200", "--eval-problems", "16", "--batch-size", "8", "--eval-every", "1",
+                   "--seeds", "0,1", "--json")
     procs = {"train": train, "compare": compare, "out": out}
     yield procs
     for p in (train, compare):
@@ -332,15 +334,23 @@ def test_cli_train_json_lines(cli_runs):
 
 @needs_zoo
 def test_cli_compare_json_rows(cli_runs):
+    """The comparison's JSON contract: one row per method (means over seeds, null when never), then the target."""
     rows = _json_lines(cli_runs["compare"])
-    assert [r["method"] for r in rows] == ["sft", "grpo", "opd"]
-    for r in rows:
-        for k in ("method", "final_eval_accuracy", "student_tokens", "teacher_tokens", "flops", "wall_s",
-                  "tokens_to_90pct_teacher"):
+    methods, summary = rows[:-1], rows[-1]
+    assert [r["method"] for r in methods] == ["opd", "sft", "grpo"]
+    for r in methods:
+        for k in ("method", "seeds", "final_accuracy_mean", "final_accuracy_std", "student_tokens_to_target",
+                  "flops_to_target", "wall_s_to_target", "target_accuracy", "seeds_reached", "budget_tokens"):
             assert k in r, (r["method"], k)
-        assert 0 <= r["final_eval_accuracy"] <= 1
-        assert r["student_tokens"] >= 200 and r["flops"] > 0 and r["wall_s"] >= 0
-        assert r["tokens_to_90pct_teacher"] is None or r["tokens_to_90pct_teacher"] >= 0
-        assert "curve" not in r
-    by = {r["method"]: r for r in rows}
-    assert by["grpo"]["teacher_tokens"] == 0 and by["opd"]["teacher_tokens"] > 0 and by["sft"]["teacher_tokens"] > 0
+        assert r["seeds"] == [0, 1] and len(r["final_accuracy_by_seed"]) == 2
+        assert 0 <= r["final_accuracy_mean"] <= 1 and r["final_accuracy_std"] >= 0
+        mean = sum(r["final_accuracy_by_seed"]) / 2
+        assert r["final_accuracy_mean"] == pytest.approx(mean)
+        # a mean over seeds only when every seed reached the target
+        reached = [x for x in r["student_tokens_to_target_by_seed"] if x is not None]
+        assert (r["student_tokens_to_target"] is None) == (len(reached) < 2) and r["seeds_reached"] == len(reached)
+        assert r["budget_tokens"] >= 200
+        assert "curves" not in r
+    assert summary["protocol"] == "plateau" and summary["student"] == "addition-student-sft"
+    assert summary["target_accuracy"] == pytest.approx(summary["target_frac"] * summary["teacher_accuracy"])
+    assert all(r["target_accuracy"] == summary["target_accuracy"] for r in methods)

@@ -67,7 +67,9 @@ def main(argv=None) -> int:
     r.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
     sub.add_parser("list")
     res = sub.add_parser("results", help="render results.json files of executed notebooks as Markdown")
-    res.add_argument("dirs", nargs="+", help="output folders of `run` (or results.json files)")
+    res.add_argument("dirs", nargs="*", help="output folders of `run` (or results.json files)")
+    res.add_argument("--committed", action="store_true",
+                     help="write docs/results.md from the committed results/*.json")
     res.add_argument("--write", default=None, help="write the Markdown to this file (default: print it)")
     res.add_argument("--command", default=None, help="the command that produced the results (shown verbatim)")
     res.add_argument("--into", default=None, help="replace (or append) the generated section of this Markdown file")
@@ -167,6 +169,10 @@ def results_markdown(paths, command: str | None = None, title: str = "Measured r
     for d in docs:
         lines += [f"{h2} {d['notebook']}", "",
                   f"size `{d.get('size')}`, executed {d.get('created')}, {_fmt(d.get('wall_s'))} s of cells.", ""]
+        if d.get("checks"):
+            lines += ["**Checks** (hold by construction; guards, not evidence)", ""]
+            lines += [f"- {'passed' if c.get('holds') else 'FAILED'}: {c['text']}" for c in d["checks"]]
+            lines.append("")
         if d.get("claims"):
             lines += ["**Claims**", ""]
             for c in d["claims"]:
@@ -174,7 +180,7 @@ def results_markdown(paths, command: str | None = None, title: str = "Measured r
                 src = f" (source: {c['source']})" if c.get("source") else ""
                 lines.append(f"- {mark.get(c.get('status'), '?')} {c['text']}{src}" + (f" — {ev}" if ev else ""))
             lines.append("")
-        nums = d.get("numbers") or {}
+        nums = {k: v for k, v in (d.get("numbers") or {}).items() if not k.startswith("_")}   # "_x": bulk data
         tables = {k: v for k, v in nums.items() if _is_table(v)}
         flat = _flatten({k: v for k, v in nums.items() if k not in tables})
         if flat:
@@ -204,7 +210,25 @@ def write_results_section(path, text: str) -> None:
     path.write_text(new, encoding="utf-8")
 
 
+COMMITTED_COMMAND = ("python -m widgets.notebooks run NAME --size full --out DIR; "
+                     "python -m workbench.claims commit DIR NAME; python -m widgets.notebooks results --committed")
+
+
+def committed_results_markdown() -> str:
+    """docs/results.md: the committed results/*.json rendered (tests/test_claims.py checks the file is exactly this)."""
+    from workbench.claims import RESULTS_DIR
+    return results_markdown(sorted(RESULTS_DIR.glob("*.json")), command=COMMITTED_COMMAND,
+                            title="Results of the notebooks (generated from results/*.json)")
+
+
 def results_main(ns) -> int:
+    if ns.committed:
+        from workbench.claims import REPO
+        (REPO / "docs" / "results.md").write_text(committed_results_markdown(), encoding="utf-8")
+        print("wrote docs/results.md from results/*.json")
+        return 0
+    if not ns.dirs:
+        raise SystemExit("results: name output folders of `run` (or results.json files), or pass --committed")
     command = ns.command or ("python -m widgets.notebooks run all --size full --out " + " ".join(ns.dirs))
     if ns.into:
         write_results_section(ns.into, results_markdown(ns.dirs, command=command, level=2,

@@ -232,3 +232,35 @@ def reward_histogram_figure(hists: dict[str, dict], title: str = "Per-token teac
     fig.update_layout(barmode="group", xaxis_title="reward bin (nats; ends are open)", yaxis_title="share of tokens")
     fig.update_yaxes(type="log")
     return _layout(fig, title)
+
+
+# --- 00 / 05: a comparison over seeds ---------------------------------------------------------
+def seed_curves(evals: dict[str, list[dict]], x: str = "student_tokens", target: float | None = None,
+                teacher_accuracy: float | None = None, title: str | None = None) -> go.Figure:
+    """Every seed of every method ("method/seedN" runs): one colour and one legend entry per method."""
+    fig = go.Figure()
+    methods = []
+    for run in evals:
+        m = run.split("/")[0]
+        if m not in methods:
+            methods.append(m)
+    for run, curve in evals.items():
+        m = run.split("/")[0]
+        pts = [c for c in curve if c.get("eval/accuracy") is not None]
+        first = next(r for r in evals if r.split("/")[0] == m) == run
+        fig.add_scatter(x=[c[x] for c in pts], y=[c["eval/accuracy"] for c in pts], mode="lines+markers",
+                        name=m, legendgroup=m, showlegend=first, hovertext=run,
+                        line=dict(color=colour(m, methods.index(m)), width=1.5), marker=dict(size=4))
+    if teacher_accuracy is not None:
+        fig.add_hline(y=teacher_accuracy, line_color="#444", line_dash="dot",
+                      annotation_text=f"teacher {teacher_accuracy:.3f}", annotation_position="bottom right")
+    if target is not None:
+        fig.add_hline(y=target, line_color="#999", line_dash="dash", annotation_text=f"target {target:.3f}",
+                      annotation_position="top left")
+    labels = {"student_tokens": "student tokens processed", "flops": "FLOPs (2N forward, 6N forward+backward)",
+              "train_s": "training time (s, no eval)", "step": "step"}
+    ys = [c["eval/accuracy"] for cs in evals.values() for c in cs if c.get("eval/accuracy") is not None]
+    lo = min(ys + [target or 1.0]) if ys else 0.0
+    fig.update_layout(xaxis_title=labels.get(x, x),
+                      yaxis=dict(range=[max(0.0, lo - 0.03), 1.01], title="held-out greedy accuracy"))
+    return _layout(fig, title or f"Held-out accuracy vs {labels.get(x, x)}: every seed")

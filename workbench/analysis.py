@@ -220,3 +220,44 @@ def reward_histogram(samples, bins=None, eps: float = 0.01) -> dict:
             "neg_mass_frac": float(vals.clamp(max=0).abs().sum()) / mass if mass > 0 else None,
             "n": n, "min": float(vals.min()),
             "quantiles": {k: float(v) for k, v in zip(("p01", "p10", "p50", "p90", "p99"), q)}}
+
+
+# ---------------------------------------------------------------------------------------------
+# why the one-sample estimator struggles: where the per-token reward's size comes from
+# ---------------------------------------------------------------------------------------------
+@torch.no_grad()
+def reward_tails(student, teacher, tokenizer, task, problems, *, seed: int = 0, cliff: float = -5.0,
+                 batch_size: int = 256) -> dict:
+    """The per-token reward r = log q - log p on the student's own temperature-1 samples, and who carries it.
+
+    The sampled-token estimator's gradient is sum_t -r_t grad log p(y_t): a token's weight is |r_t|.
+    Returns the teacher's and the student's mean entropy (nats per token) at the student's states, the
+    full reverse KL, the quantiles of r, the fraction of tokens below `cliff` nats ("cliff tokens": the
+    student wrote something the teacher all but rules out) and their share of sum |r| and of sum r^2
+    (the estimator's second moment, which sets its variance).
+    """
+    dev = next(student.parameters()).device
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    rews, ent_t, ent_s, kls, n_tok = [], 0.0, 0.0, 0.0, 0
+    for i in range(0, len(problems), batch_size):
+        ids, mask = prompt_batch(tokenizer, problems[i:i + batch_size], dev, task=task)
+        r = sample(student, ids, mask, max_new_tokens=task.max_new_tokens, eos_token_id=tokenizer.eos_token_id,
+                   pad_token_id=tokenizer.pad_token_id, temperature=1.0, generator=gen)
+        s_logits, t_logits = completion_logits(student, r), completion_logits(teacher, r)
+        m = r.completion_mask
+        n = float(m.sum())
+        rews.append((L.token_logprobs(t_logits, r.completion_ids) - L.token_logprobs(s_logits, r.completion_ids))[m.bool()])
+        ent_t += L.entropy(t_logits, m)[0].item() * n
+        ent_s += L.entropy(s_logits, m)[0].item() * n
+        kls += L.full_reverse_kl(s_logits, t_logits, m)[0].item() * n
+        n_tok += int(n)
+    rew = torch.cat(rews).double()
+    cl = rew < cliff
+    q = torch.quantile(rew, torch.tensor([0.001, 0.01, 0.1, 0.5, 0.9], dtype=rew.dtype))
+    abs_sum, sq_sum = float(rew.abs().sum()), float((rew ** 2).sum())
+    return {"tokens": n_tok, "teacher_entropy": ent_t / n_tok, "student_entropy": ent_s / n_tok,
+            "reverse_kl": kls / n_tok, "reward_mean": float(rew.mean()), "reward_std": float(rew.std()),
+            "reward_quantiles": {k: float(v) for k, v in zip(("p0.1", "p1", "p10", "p50", "p90"), q)},
+            "cliff": cliff, "cliff_token_frac": float(cl.double().mean()),
+            "cliff_share_of_abs_reward": float(rew[cl].abs().sum()) / abs_sum if abs_sum > 0 else None,
+            "cliff_share_of_squared_reward": float((rew[cl] ** 2).sum()) / sq_sum if sq_sum > 0 else None}

@@ -15,6 +15,15 @@ prints one of
 
 and keeps it for `write_results`. A claim with `holds=None` is reported as
 "could not be measured" (e.g. a method never reached the target).
+
+A *check* (`claims.check(...)`) is printed and kept apart: something that holds by construction or
+by identity (E[r] = -KL <= 0, a refusal of the mismatch built to be refused). It guards the run,
+it is not evidence for the literature, and it is not counted among the claims.
+
+`results/<notebook>.json` are the committed results.json files of full-size runs; docs/results.md
+is generated from them (`python -m widgets.notebooks results --committed`), and
+`python -m workbench.claims check FRESH_DIR` compares a fresh full-size run's verdicts with them
+(`make claims`).
 """
 from __future__ import annotations
 
@@ -87,7 +96,19 @@ class Claims:
         self.size = size
         self.evaluate = size in evaluated_sizes
         self.items: list[dict] = []
+        self.checks: list[dict] = []
         self._echo = echo
+
+    def check(self, text: str, holds: bool, evidence: dict | None = None) -> None:
+        """A sanity check (holds by construction or identity): printed, kept apart, never counted as a claim."""
+        holds = bool(holds)
+        item = {"text": text, "holds": holds, "status": "check_passed" if holds else "check_FAILED",
+                "evidence": _plain(evidence or {})}
+        self.checks.append(item)
+        if self._echo is not None:
+            ev = fmt_evidence(evidence)
+            self._echo(f"{'☑' if holds else '☒'} check {'passed' if holds else 'FAILED'}: {text}"
+                       + (f"  [{ev}]" if ev else ""))
 
     def claim(self, text: str, holds: bool | None, evidence: dict | None = None, *,
               source: str | None = None) -> dict:
@@ -154,6 +175,7 @@ def write_results(run_dir, notebook: str, size: str, numbers: dict, claims: Clai
                     "loadavg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None},
         "numbers": _plain(numbers),
         "claims": claims.items if claims is not None else [],
+        "checks": claims.checks if claims is not None else [],
         "claims_summary": claims.summary() if claims is not None else "",
         "config": _plain(config or {}),
     }
@@ -162,3 +184,68 @@ def write_results(run_dir, notebook: str, size: str, numbers: dict, claims: Clai
     tmp.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# committed results and a fresh run's verdicts against them (`make claims`)
+# ---------------------------------------------------------------------------------------------
+REPO = Path(__file__).resolve().parents[1]
+RESULTS_DIR = REPO / "results"
+
+
+def load_results(results_dir=RESULTS_DIR) -> list[dict]:
+    """Every committed `results/<notebook>.json` (a notebook's results.json from a full-size run), by name."""
+    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(Path(results_dir).glob("*.json"))]
+
+
+def verdict_differences(fresh_dir, results_dir=RESULTS_DIR) -> list[str]:
+    """Claims whose verdict in a fresh run (`fresh_dir/<notebook>/results.json`) differs from the committed one."""
+    diffs = []
+    for doc in load_results(results_dir):
+        p = Path(fresh_dir) / doc["notebook"] / "results.json"
+        if not p.exists():
+            diffs.append(f"{doc['notebook']}: no fresh results.json at {p}")
+            continue
+        fresh = json.loads(p.read_text(encoding="utf-8"))
+        if fresh.get("size") != doc.get("size"):
+            diffs.append(f"{doc['notebook']}: fresh run is size {fresh.get('size')!r}, committed {doc.get('size')!r}")
+        new = {c["text"]: c["status"] for c in fresh.get("claims", [])}
+        for c in doc.get("claims", []):
+            if new.get(c["text"]) != c["status"]:
+                diffs.append(f"{doc['notebook']}: {c['text']!r}: committed {c['status']}, fresh {new.get(c['text'])}")
+    return diffs
+
+
+def main(argv=None) -> int:
+    import argparse
+    import shutil
+    ap = argparse.ArgumentParser(prog="python -m workbench.claims",
+                                 description="Compare a fresh full-size run's verdicts with the committed results/*.json, "
+                                             "or commit a fresh run's results.json files.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("check", help="compare FRESH_DIR/<notebook>/results.json verdicts with the committed ones")
+    c.add_argument("fresh_dir")
+    k = sub.add_parser("commit", help="copy FRESH_DIR/<notebook>/results.json into results/ (full size only)")
+    k.add_argument("fresh_dir")
+    k.add_argument("notebooks", nargs="+")
+    ns = ap.parse_args(argv)
+    if ns.cmd == "commit":
+        RESULTS_DIR.mkdir(exist_ok=True)
+        for nb in ns.notebooks:
+            src = Path(ns.fresh_dir) / nb / "results.json"
+            doc = json.loads(src.read_text(encoding="utf-8"))
+            if doc.get("size") != "full":
+                raise SystemExit(f"{src} is a size={doc.get('size')!r} run; only full-size results are committed")
+            shutil.copyfile(src, RESULTS_DIR / f"{nb}.json")
+        print(f"copied {len(ns.notebooks)} result(s) into {RESULTS_DIR}; now regenerate docs/results.md with "
+              "`python -m widgets.notebooks results --committed`")
+        return 0
+    diffs = verdict_differences(ns.fresh_dir)
+    for d in diffs:
+        print(d)
+    print(f"{len(load_results())} committed notebook result(s); {len(diffs)} verdict difference(s)")
+    return 1 if diffs else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -4,7 +4,7 @@
 
     python -m workbench train --method opd --steps 200 --out runs/opd --json
     python -m workbench train --resume runs/opd
-    python -m workbench compare --task addition --budget-tokens 1200000 --json
+    python -m workbench compare --json              # from the plateaued student, 3 seeds
     python -m workbench zoo list | zoo build [--only NAME]
     python -m workbench bench {rollout,step,teacher,all} --json
 
@@ -77,24 +77,33 @@ def cmd_train(ns) -> int:
 
 def cmd_compare(ns) -> int:
     from .compare import DEFAULT_SWEEP, compare, sweep
-    common = _overrides(ns, skip=("task", "seed", "out"))
-    methods = ns.methods.split(",")
+    common = _overrides(ns, skip=("task", "seed", "out", "eval_every", "eval_problems", "eval_split", "device"))
+    methods = [m for m in ns.methods.split(",") if m]
+    unknown = [m for m in methods if m not in PRESETS]
+    if unknown:
+        raise ConfigError(f"unknown method(s) {unknown} in --methods; choose from {sorted(PRESETS)}")
+    seeds = [int(x) for x in ns.seeds.split(",") if x != ""]
+    kw = dict(task=ns.task, protocol=ns.protocol, seeds=seeds, budget_tokens=ns.budget_tokens,
+              eval_problems=ns.eval_problems or 256, device=ns.device or "auto",
+              progress=lambda msg: print(msg, file=sys.stderr, flush=True), **common)
+    if ns.eval_every:       # --eval-every N: every N steps at the default batch of 64 sequences
+        kw["eval_sequences"] = ns.eval_every * (common.get("batch_size") or 64)
     if ns.sweep:
         if "lr" in common:
-            raise ValueError("--sweep tries a grid of learning rates; do not also pass --lr")
-        grid = {m: DEFAULT_SWEEP.get(m, (1e-4, 3e-4, 1e-3)) for m in methods}
-        all_rows, best = sweep(task=ns.task, budget_tokens=ns.budget_tokens, grid=grid, seed=ns.seed, out=ns.out,
-                               **common)
-        rows = [dict(r, best=False) for r in all_rows if not any(r is b for b in best)] + \
-               [dict(r, best=True) for r in best]
-    else:
-        rows = compare(task=ns.task, budget_tokens=ns.budget_tokens, methods=methods, seed=ns.seed,
-                       out=ns.out, **common)
-    for r in rows:
+            raise ConfigError("--sweep tries a grid of learning rates; do not also pass --lr")
+        rows, best = sweep(grid={m: DEFAULT_SWEEP.get(m, (1e-4, 3e-4, 1e-3)) for m in methods}, **kw)
+        for r in rows:
+            _emit(dict(r, best=r["lr"] == best[r["method"]]), ns.json)
+        return 0
+    res = compare(methods=methods, rival_factor=ns.rival_factor, target_frac=ns.target_frac, out=ns.out, **kw)
+    for r in res["rows"]:
         r = dict(r)
-        if not ns.curves:
-            r.pop("curve")
+        if ns.curves:
+            r["curves"] = {f"{r['method']}/seed{s}": res["log"].evals.get(f"{r['method']}/seed{s}", [])
+                           for s in r["seeds"]}
         _emit(r, ns.json)
+    _emit({k: res[k] for k in ("protocol", "teacher", "student", "teacher_accuracy", "start_accuracy",
+                               "target_frac", "target_accuracy")}, ns.json)
     return 0
 
 
@@ -127,14 +136,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(t, skip=("method",))
     t.set_defaults(func=cmd_train)
 
-    c = sub.add_parser("compare", help="SFT vs GRPO vs OPD at a matched budget of student tokens")
-    c.add_argument("--budget-tokens", type=int, default=None)
-    c.add_argument("--methods", default="sft,grpo,opd")
+    c = sub.add_parser("compare", help="continued SFT vs GRPO vs OPD from one student, over seeds, with costs",
+                       description=__import__("workbench.compare", fromlist=["_"]).__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("--protocol", default="plateau", choices=["plateau", "weak"],
+                   help="plateau (default): start from the student SFT-trained to its plateau; weak: from the "
+                        "shipped weak student")
+    c.add_argument("--methods", default="opd,sft,grpo", help="comma-separated presets (default: opd,sft,grpo)")
+    c.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default: 0,1,2)")
+    c.add_argument("--budget-tokens", type=int, default=None,
+                   help="student tokens per OPD run (default: compare.DEFAULT_BUDGET)")
+    c.add_argument("--rival-factor", type=float, default=5.0,
+                   help="non-OPD methods get at least this many times the student tokens OPD needed (default 5)")
+    c.add_argument("--target-frac", type=float, default=1.0,
+                   help="target accuracy as a fraction of the teacher's held-out accuracy (default 1.0)")
     c.add_argument("--sweep", action="store_true",
-                   help="try a small learning-rate grid per method; the last rows (best=true) are each method's best")
-    c.add_argument("--curves", action="store_true", help="include each method's evaluation curve in its row")
+                   help="try a small learning-rate grid per method, evaluated on the val split; best=true marks "
+                        "each method's best")
+    c.add_argument("--curves", action="store_true", help="include each run's evaluation curve in its method's row")
     c.add_argument("--json", action="store_true")
-    _add_config_flags(c, skip=("method", "steps", "name", "preset_applied"))
+    _add_config_flags(c, skip=("method", "steps", "name", "preset_applied", "seed"))
     c.set_defaults(func=cmd_compare)
 
     z = sub.add_parser("zoo", help="the shipped toy checkpoints")
@@ -165,7 +186,6 @@ def main(argv=None) -> int:
         from .compare import DEFAULT_BUDGET
         ns.budget_tokens = ns.budget_tokens or DEFAULT_BUDGET
         ns.task = ns.task or "addition"
-        ns.seed = ns.seed if ns.seed is not None else 0
     from .runs import RunDirError
     try:
         return ns.func(ns)

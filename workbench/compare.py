@@ -1,115 +1,279 @@
-"""Matched-budget comparison: SFT, GRPO and OPD from the same student, the same budget of student tokens.
+"""Matched-cost comparison of post-training methods from one starting student, over seeds.
 
-Each method trains until it has processed `budget_tokens` student tokens
-(`cost/student_tokens`: tokens it generated or was trained on, prompts
-included), evaluating every `eval_every` steps on the same held-out problems.
-`tokens_to_90pct_teacher` is the student-token count at the first evaluation
-whose greedy accuracy reaches 90% of the teacher's on those problems.
+    rows = compare()                      # the default protocol, 3 seeds: one row per method + the target
+    python -m workbench compare --json    # the same, one JSON line per method, then a line with the target
+
+Protocols (`protocol=`):
+  * "plateau" (default, the literature's) — the student is first SFT-trained on the teacher's traces
+    until held-out accuracy stops improving (`workbench/plateau.py`, zoo `<task>-student-sft`); then
+    continued SFT, GRPO and OPD run from that checkpoint, each with a cost ledger. This is how
+    Thinking Machines' on-policy distillation post and the Qwen3 report compare them.
+  * "weak" — from the shipped weak student (`<task>-student`), before any SFT on the task's own
+    distribution: a different question (what gets a student off the ground), kept because it teaches
+    something about GRPO's sparse credit.
+
+"OPD" is the canonical sampled-token estimator (`loss="sampled_token"`, the `opd` preset); named
+variants (`opd_full`: full-vocabulary reverse KL) can be added to `methods`.
+
+Budgets and target. Every method trains until it has processed `budget_tokens` student tokens (the
+trainer's `cost/student_tokens`: tokens it generated or was trained on, prompts included), so the
+step count follows the tokens actually processed. OPD runs first; every other method then gets at
+least `rival_factor` x the student tokens OPD needed to reach the target (the most any seed needed;
+the plain budget when no OPD seed reached it), so a "never" is a measured never within that multiple. The target is `target_frac` x the teacher's
+greedy accuracy on the same held-out test problems. Every number is a mean over `seeds` with its
+standard deviation; a method's `*_to_target` is null unless every seed reached the target
+(`seeds_reached` says how many did). A run's final accuracy is the mean of its last three evaluations.
+Held-out evaluations come every `eval_sequences` training sequences whatever a method's batch size.
+Learning rates (and batch sizes) are `PROTOCOL_SETTINGS`, chosen on the `val` split (`sweep`), never
+on the reported `test`.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+import statistics
 from pathlib import Path
 
-from .config import TrainConfig
-from .trainer import Trainer
+from . import zoo
+from .experiments import RecordLog, cost_table, evaluate_model, held_out, train
+from .experiments import step_cap
+from .models import pick_device
+from .tasks import get_task
 
-DEFAULT_METHODS = ("sft", "grpo", "opd")
-DEFAULT_BUDGET = 1_200_000
-TOKENS_PER_SEQUENCE_ESTIMATE = 66       # addition: 13 prompt + ~53 completion tokens
-
-
-class TokenBudget:
-    """Callback: stop once `cost/student_tokens` reaches the budget."""
-
-    def __init__(self, budget: int):
-        self.budget = budget
-
-    def on_step(self, rec):
-        return rec["cost/student_tokens"] >= self.budget
-
-
-def teacher_accuracy(trainer: Trainer) -> float:
-    return trainer.evaluate(model=trainer.teacher)["eval/accuracy"] if trainer.teacher is not None else float("nan")
+PROTOCOLS = {"plateau": "{task}-student-sft", "weak": "{task}-student"}
+# per protocol, each method's settings chosen by `sweep` on the val split (docs/measurements.md); a method not
+# listed uses its preset's. Precedence: these < options common to all methods < `method_overrides`.
+PROTOCOL_SETTINGS = {"plateau": {}, "weak": {}}
+DEFAULT_METHODS = ("opd", "sft", "grpo")
+DEFAULT_SEEDS = (0, 1, 2)
+DEFAULT_BUDGET = 600_000
+RIVAL_FACTOR = 5
+TARGET_FRAC = 1.0
+OPD_METHODS = ("opd", "opd_full", "exopd", "stable_opd", "gkd")
 
 
-def run_method(method: str, budget_tokens: int, out: str | None = None, callbacks=(), **overrides) -> dict:
-    """Train one method to the token budget; return its comparison row and the eval curve."""
-    batch = overrides.get("batch_size", 64)
-    steps = math.ceil(budget_tokens / (batch * TOKENS_PER_SEQUENCE_ESTIMATE)) * 2 + 10   # cap; budget stops first
-    cfg = TrainConfig.for_method(method, steps=steps, out=out, **overrides)
-    trainer = Trainer(cfg)
-    curve = [{"step": 0, "student_tokens": 0, "teacher_tokens": 0, "flops": 0.0,
-              **trainer.evaluate(step=0)}]
-
-    class Curve:
-        def on_step(self, rec):
-            if "eval/accuracy" in rec:
-                curve.append({"step": rec["step"], "student_tokens": rec["cost/student_tokens"],
-                              "teacher_tokens": rec["cost/teacher_tokens"], "flops": rec["cost/flops"],
-                              **{k: v for k, v in rec.items() if k.startswith("eval/")}})
-
-    summary = trainer.run(callbacks=[TokenBudget(budget_tokens), Curve(), *callbacks])
-    if curve[-1]["step"] != trainer.step_count:
-        curve.append({"step": trainer.step_count, "student_tokens": trainer.costs.student_tokens,
-                      "teacher_tokens": trainer.costs.teacher_tokens, "flops": trainer.costs.flops,
-                      **trainer.evaluate(step=trainer.step_count)})
-    summary["final_eval_accuracy"] = curve[-1]["eval/accuracy"]
-    return {"summary": summary, "curve": curve, "trainer": trainer}
+def start_student(task: str, protocol: str) -> str:
+    """The zoo entry a protocol starts from (a checkpoint directory may be passed instead as `student=`)."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; choose one of {sorted(PROTOCOLS)}")
+    return PROTOCOLS[protocol].format(task=task)
 
 
-def compare(task: str = "addition", budget_tokens: int = DEFAULT_BUDGET, methods=DEFAULT_METHODS, seed: int = 0,
-            out: str | None = None, method_overrides: dict | None = None, callbacks=(), **common) -> list[dict]:
-    """One row per method: method, final_eval_accuracy, student_tokens, teacher_tokens, flops, wall_s,
-    tokens_to_90pct_teacher (null if never), plus the eval curve."""
-    method_overrides = method_overrides or {}
-    rows, teacher_acc = [], None
+def _mean_std(xs):
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return None, None
+    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+
+
+def _all_or_none(xs):
+    return None if any(x is None for x in xs) else statistics.fmean(xs)
+
+
+def compare(task: str = "addition", protocol: str = "plateau", methods=DEFAULT_METHODS, seeds=DEFAULT_SEEDS,
+            budget_tokens: int = DEFAULT_BUDGET, rival_factor: float = RIVAL_FACTOR,
+            target_frac: float = TARGET_FRAC, teacher: str | None = None, student: str | None = None,
+            eval_sequences: int = 640, eval_problems: int = 256, eval_split: str = "test", device: str = "auto",
+            out: str | None = None,
+            method_overrides: dict | None = None, callbacks=(), log: RecordLog | None = None, progress=print,
+            **common) -> dict:
+    """Run `methods` x `seeds` from the protocol's student; return {"rows", "target_accuracy", "runs", "log", ...}.
+
+    `rows`: one dict per method with the JSON contract of `python -m workbench compare --json`
+    (method, seeds, final_accuracy_mean/std, student_tokens_to_target, flops_to_target,
+    wall_s_to_target, ...). `runs`: one cost-table row per (method, seed). `log`: the RecordLog of
+    every run (curves for figures).
+    """
+    methods = list(methods)
+    if not methods:
+        raise ValueError("methods is empty; name at least one method, e.g. ('opd', 'sft', 'grpo')")
+    if not seeds:
+        raise ValueError("seeds is empty; pass at least one seed, e.g. (0, 1, 2)")
+    if budget_tokens <= 0 or rival_factor < 1 or not 0 < target_frac <= 1:
+        raise ValueError(f"need budget_tokens > 0, rival_factor >= 1 and 0 < target_frac <= 1; got "
+                         f"{budget_tokens}, {rival_factor}, {target_frac}")
+    t_name, s_name = zoo.default_pair(task)[0], start_student(task, protocol)
+    t_name, s_name = teacher or t_name, student or s_name
+    task_obj = get_task(task)
+    dev = pick_device(device)
+    t_model, tok = zoo.load(t_name, device=str(dev), trainable=False)
+    s_model, _ = zoo.load(s_name, device=str(dev), trainable=True)
+    problems = held_out(task_obj, eval_problems, split=eval_split)
+    teacher_eval = evaluate_model(t_model, tok, task_obj, problems, sampled=False)
+    start_eval = evaluate_model(s_model, tok, task_obj, problems)
+    target = target_frac * teacher_eval["eval/accuracy"]
+    log = log if log is not None else RecordLog()
+    overrides = method_overrides or {}
+    # OPD variants first: the rivals' budgets are set from what OPD needed
+    order = sorted(methods, key=lambda m: m not in OPD_METHODS)
+    budgets, runs = {}, []
+    for m in order:
+        need = [r["student_tokens_to_target"] for r in runs
+                if r["method"] in OPD_METHODS and r["student_tokens_to_target"] is not None]
+        budget = budget_tokens
+        if m not in OPD_METHODS and need:
+            budget = max(budget_tokens, math.ceil(rival_factor * max(need)))
+        budgets[m] = budget
+        for seed in seeds:
+            name = f"{m}/seed{seed}"
+            o = {"task": task, "seed": seed, "eval_problems": eval_problems,
+                 "eval_split": eval_split, **PROTOCOL_SETTINGS[protocol].get(m, {}),
+                 "eval_sampled": False, "device": device, "name": name, **common, **overrides.get(m, {})}
+            batch = o.get("batch_size", 64)
+            o.setdefault("eval_every", max(1, eval_sequences // batch))   # the same token resolution at any batch
+            o.setdefault("steps", step_cap(task_obj, budget, batch))
+            if out:
+                o["out"] = str(Path(out) / m / f"seed{seed}")
+            if progress:
+                progress(f"compare [{protocol}] {name}: budget {budget:,} student tokens")
+            tr = train(m, callbacks, student=s_model, teacher=t_model, tokenizer=tok, log=log,
+                       baseline=start_eval, budget_tokens=budget, **o)
+            row = cost_table(log, [name], teacher_eval["eval/accuracy"], target_frac)[0]
+            runs.append({**row, "method": m, "seed": seed, "lr": tr.cfg.lr, "budget_tokens": budget})
+            if progress:
+                hit = row["student_tokens_to_target"]
+                progress(f"  {name}: final {row['last3_accuracy']:.3f}, target {target:.3f} "
+                         f"{'reached at ' + format(hit, ',') + ' tokens' if hit is not None else 'not reached'}, "
+                         f"{row['train_s']:.0f}s training")
+    rows = []
     for m in methods:
-        o = {"task": task, "seed": seed, **common, **method_overrides.get(m, {})}
-        res = run_method(m, budget_tokens, out=str(Path(out) / m) if out else None, callbacks=callbacks, **o)
-        tr = res["trainer"]
-        if teacher_acc is None:
-            if tr.teacher is None:
-                from . import zoo
-                t_model, _ = zoo.load(tr.cfg.teacher, device=str(tr.device), trainable=False)
-                teacher_acc = tr.evaluate(model=t_model)["eval/accuracy"]
-            else:
-                teacher_acc = teacher_accuracy(tr)
-        target = 0.9 * teacher_acc
-        hit = next((c["student_tokens"] for c in res["curve"] if c["eval/accuracy"] >= target), None)
-        s = res["summary"]
-        rows.append({"method": m, "final_eval_accuracy": s["final_eval_accuracy"],
-                     "student_tokens": s["student_tokens"], "teacher_tokens": s["teacher_tokens"],
-                     "flops": s["flops"], "wall_s": round(s["wall_s"], 2), "tokens_to_90pct_teacher": hit,
-                     "teacher_accuracy": teacher_acc, "steps": s["step"], "lr": tr.cfg.lr,
-                     "curve": res["curve"]})
-    return rows
+        rs = [r for r in runs if r["method"] == m]
+        mean, std = _mean_std([r["last3_accuracy"] for r in rs])
+        rows.append({"method": m, "seeds": [r["seed"] for r in rs], "lr": rs[0]["lr"],
+                     "budget_tokens": budgets[m],
+                     "final_accuracy_mean": mean, "final_accuracy_std": std,
+                     "final_accuracy_by_seed": [r["last3_accuracy"] for r in rs],
+                     "seeds_reached": sum(r["student_tokens_to_target"] is not None for r in rs),
+                     "student_tokens_to_target": _all_or_none([r["student_tokens_to_target"] for r in rs]),
+                     "flops_to_target": _all_or_none([r["flops_to_target"] for r in rs]),
+                     "wall_s_to_target": _all_or_none([r["train_s_to_target"] for r in rs]),
+                     "student_tokens_to_target_by_seed": [r["student_tokens_to_target"] for r in rs],
+                     "flops_to_target_by_seed": [r["flops_to_target"] for r in rs],
+                     "target_accuracy": target})
+    return {"rows": rows, "runs": runs, "target_accuracy": target, "target_frac": target_frac,
+            "eval_problems": eval_problems,
+            "teacher_accuracy": teacher_eval["eval/accuracy"], "start_accuracy": start_eval["eval/accuracy"],
+            "start_eval": start_eval, "protocol": protocol, "teacher": t_name, "student": s_name, "log": log}
 
 
-# a small learning-rate grid per method (fair tuning: same budget, best of each reported)
-DEFAULT_SWEEP = {"sft": (3e-4, 1e-3), "grpo": (1e-5, 3e-5, 1e-4), "opd": (3e-4, 1e-3, 3e-3),
-                 "opd_full": (3e-4, 1e-3, 3e-3)}
+# a small learning-rate grid per method; chosen on the `val` split (not the reported `test`)
+DEFAULT_SWEEP = {"sft": (1e-4, 3e-4, 1e-3), "grpo": (1e-5, 3e-5, 1e-4), "opd": (3e-5, 1e-4, 3e-4),
+                 "opd_full": (1e-4, 3e-4, 1e-3)}
 
 
-def sweep(task: str = "addition", budget_tokens: int = DEFAULT_BUDGET, grid: dict | None = None, seed: int = 0,
-          out: str | None = None, callbacks=(), **common) -> tuple[list[dict], list[dict]]:
-    """Run `compare` once per learning rate of each method's grid; return (all rows, best row per method).
+def sweep(task: str = "addition", protocol: str = "plateau", grid: dict | None = None, seeds=(0,),
+          budget_tokens: int = DEFAULT_BUDGET, progress=print, **common) -> tuple[list[dict], dict]:
+    """Each method at each learning rate of `grid`, evaluated on the `val` split; returns (rows, best lr per method).
 
-    "Best" is the highest final held-out accuracy; ties go to fewer tokens to 90% of the teacher.
+    "Best" is the highest final `val` accuracy (mean of the last three evaluations, over `seeds`).
     """
     grid = grid or DEFAULT_SWEEP
     rows = []
     for method, lrs in grid.items():
         for lr in lrs:
-            sub = str(Path(out) / f"{method}_lr{lr:g}") if out else None
-            r = compare(task, budget_tokens, methods=(method,), seed=seed, out=sub,
-                        method_overrides={method: {"lr": lr, "name": f"{method} lr={lr:g}"}},
-                        callbacks=callbacks, **common)[0]
-            rows.append(r)
-    best = []
-    for method in grid:
-        cands = [r for r in rows if r["method"] == method]
-        best.append(max(cands, key=lambda r: (r["final_eval_accuracy"],
-                                              -(r["tokens_to_90pct_teacher"] or float("inf")))))
+            res = compare(task, protocol, methods=(method,), seeds=seeds, budget_tokens=budget_tokens,
+                          method_overrides={method: {"lr": lr}}, eval_split="val", progress=progress, **common)
+            r = res["rows"][0]
+            rows.append({"method": method, "lr": lr, "val_accuracy_mean": r["final_accuracy_mean"],
+                         "val_accuracy_std": r["final_accuracy_std"],
+                         "student_tokens_to_target": r["student_tokens_to_target"]})
+    best = {m: max((r for r in rows if r["method"] == m), key=lambda r: r["val_accuracy_mean"])["lr"]
+            for m in grid}
     return rows, best
+
+
+# ---------------------------------------------------------------------------------------------
+# the headline: a table, verdicts whose rules are the claims' words, and what results.json keeps
+# ---------------------------------------------------------------------------------------------
+def standard_error(p: float, n: int) -> float:
+    """One standard error of an accuracy p measured on n problems."""
+    return math.sqrt(max(p * (1 - p), 1.0 / n) / n)
+
+
+def headline_table(res: dict) -> list[dict]:
+    """One row per method for the notebook and docs/results.md (means over seeds with their spread)."""
+    out = []
+    for r in res["rows"]:
+        n = len(r["seeds"])
+        out.append({"method": r["method"], "lr": r["lr"], "budget (student tokens)": r["budget_tokens"],
+                    "final accuracy (mean ± std)": f"{r['final_accuracy_mean']:.3f} ± {r['final_accuracy_std']:.3f}",
+                    "seeds at target": f"{r['seeds_reached']}/{n}",
+                    "student tokens to target": r["student_tokens_to_target"],
+                    "FLOPs to target": r["flops_to_target"], "train s to target": r["wall_s_to_target"]})
+    return out
+
+
+def _per_seed_ratio(res, rival: str, key: str, total_key: str) -> tuple[bool | None, dict]:
+    """Per seed: rival's cost to target / OPD's (a rival that never got there: its whole budget, a lower bound).
+
+    Returns (every seed's ratio known to be >= the factor?, evidence); None when OPD missed the target
+    in some seed, or a rival that missed it had too small a budget to bound the ratio."""
+    opd = {r["seed"]: r for r in res["runs"] if r["method"] == "opd"}
+    riv = {r["seed"]: r for r in res["runs"] if r["method"] == rival}
+    ratios, bounds = {}, {}
+    for seed, o in opd.items():
+        if o[key] is None or seed not in riv:
+            return None, {}
+        x = riv[seed]
+        if x[key] is not None:
+            ratios[seed] = x[key] / max(o[key], 1)
+        else:
+            bounds[seed] = x[total_key] / max(o[key], 1)     # never: at least its whole spend
+    return ratios, bounds
+
+
+def verdicts(res: dict) -> list[dict]:
+    """The literature's claims about this comparison, each with a rule that says what its words say."""
+    out = []
+    runs = res["runs"]
+    start, target = res["start_accuracy"], res["target_accuracy"]
+    eval_n = res.get("eval_problems", 256)
+    se = standard_error(start, eval_n)
+    opd = [r for r in runs if r["method"] == "opd"]
+    if opd:
+        finals = {r["seed"]: r["last3_accuracy"] for r in opd}
+        out.append({"text": "From the plateau, OPD raises held-out accuracy by more than one standard error of the "
+                            "evaluation in every seed",
+                    "holds": all(f > start + se for f in finals.values()),
+                    "evidence": {"start": start, "one SE": se, **{f"seed {s}": f for s, f in finals.items()}}})
+        out.append({"text": "OPD reaches the target accuracy in every seed within its budget",
+                    "holds": all(r["student_tokens_to_target"] is not None for r in opd),
+                    "evidence": {"target": target,
+                                 **{f"seed {r['seed']}": r["student_tokens_to_target"] or "never" for r in opd}}})
+    for rival, key, total, factor, unit, src in (
+            ("grpo", "student_tokens_to_target", "student_tokens", 5, "student tokens",
+             "Qwen3 report, Table 21 (RL 17,920 vs OPD 1,800 GPU-hours); essay"),
+            ("sft", "flops_to_target", "flops", 3, "FLOPs",
+             "Thinking Machines (2025): 9-30x less compute than SFT")):
+        if not opd or not any(r["method"] == rival for r in runs):
+            continue
+        ratios, bounds = _per_seed_ratio(res, rival, key, total)
+        text = (f"OPD reaches the target with at least {factor}x fewer {unit} than "
+                f"{'GRPO' if rival == 'grpo' else 'continued SFT'}, in every seed")
+        if ratios is None:
+            holds, ev = None, {"OPD": "did not reach the target in every seed"}
+        else:
+            known = list(ratios.values()) + list(bounds.values())
+            if all(v >= factor for v in known):
+                holds = True
+            elif any(v < factor for v in ratios.values()):
+                holds = False
+            else:
+                holds = None        # a rival that never got there, with a budget too small to bound the ratio
+            ev = {**{f"seed {s} ratio": v for s, v in ratios.items()},
+                  **{f"seed {s} ratio (lower bound: {rival} never)": v for s, v in bounds.items()}}
+        out.append({"text": text, "holds": holds, "evidence": ev, "source": src})
+    return out
+
+
+def results_numbers(res: dict, table: list[dict]) -> dict:
+    """What a notebook keeps of a comparison in results.json: the headline table, per-seed runs, every curve."""
+    return {"headline": {row["method"]: {k: v for k, v in row.items() if k != "method"} for row in table},
+            "protocol": res["protocol"], "teacher": res["teacher"], "student": res["student"],
+            "teacher_accuracy": res["teacher_accuracy"], "start_accuracy": res["start_accuracy"],
+            "target_accuracy": res["target_accuracy"], "target_frac": res["target_frac"],
+            # bulk data ("_" keys are kept in results.json but not rendered into docs/results.md)
+            "_rows": res["rows"], "_runs": res["runs"], "_curves": res["log"].evals}
+
+
+def results_config(res: dict, sizes) -> dict:
+    return {"sizes": vars(sizes), "protocol": res["protocol"], "lrs": {r["method"]: r["lr"] for r in res["rows"]}}

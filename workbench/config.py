@@ -93,6 +93,8 @@ class TrainConfig:
     teacher_temperature: float = 1.0
     eval_every: int = 25
     eval_problems: int = 256
+    eval_split: str = "test"            # held-out split evaluated every eval_every steps ("val" when choosing
+                                        #   learning rates, so the reported "test" numbers are not selected on)
     eval_sampled: bool = True
     num_samples: int = 4                # token-level samples per record
     seed: int = 0
@@ -213,6 +215,8 @@ def validate(cfg: TrainConfig) -> None:
     need(cfg.reward_clip is None or cfg.reward_clip < 0,
          f"reward_clip is a floor on log q - log p and must be negative, got {cfg.reward_clip}")
     need(cfg.clip_eps is None or cfg.clip_eps > 0, f"clip_eps must be positive, got {cfg.clip_eps}")
+    need(isinstance(cfg.eval_split, str) and cfg.eval_split != "train",
+         f"eval_split must name a held-out split such as 'test' or 'val', got {cfg.eval_split!r}")
     need(cfg.sft_data in ("teacher", "reference"), f"sft_data must be 'teacher' or 'reference', got {cfg.sft_data!r}")
     need(cfg.lmbda == 1.0 or cfg.source == "student",
          "lmbda < 1 mixes teacher batches into on-policy training; it needs source='student'")

@@ -146,6 +146,28 @@ class RecordLog:
         return pd.DataFrame([dict(r, run=run) for run, rs in self.records.items() for r in rs])
 
 
+class TokenBudget:
+    """Callback: stop once `cost/student_tokens` (tokens the student generated or was trained on) reaches the budget."""
+
+    def __init__(self, budget: int):
+        self.budget = budget
+
+    def on_step(self, rec):
+        return rec["cost/student_tokens"] >= self.budget
+
+
+def step_cap(task, budget_tokens: int, batch_size: int, safety: float = 2.0) -> int:
+    """A step count the token budget ends first: `safety` x the budget over the task's mean reference
+    sequence length (prompt + BOS + solution + EOS, measured on 64 train problems).
+
+    The budget, not this cap, ends a run; the cap only bounds a run whose sequences are much shorter
+    than the task's reference solutions (a length collapse), and is what a dashboard shows as the total.
+    """
+    ps = task.problems(64, seed=12345, split="train")
+    per_seq = sum(len(p.prompt) + len(p.solution) + 2 for p in ps) / len(ps)
+    return max(1, math.ceil(safety * budget_tokens / (batch_size * per_seq)))
+
+
 def train(method: str, callbacks=(), *, student=None, teacher=None, tokenizer=None, baseline: dict | None = None,
           log: RecordLog | None = None, budget_tokens: int | None = None, **overrides) -> Trainer:
     """Build a trainer for `method` (a preset plus overrides) and run it; returns the trainer.
@@ -165,7 +187,6 @@ def train(method: str, callbacks=(), *, student=None, teacher=None, tokenizer=No
         if baseline is not None:
             log.add_eval(cfg.name, baseline, step=0)
     if budget_tokens is not None:
-        from .compare import TokenBudget
         cbs.insert(0, TokenBudget(budget_tokens))
     trainer.run(callbacks=cbs)
     if log is not None:
@@ -217,19 +238,20 @@ def evaluate_model(model, tokenizer, task, problems, sampled: bool = True, seed:
 
 def matched_budget(methods, budget_tokens: int, callbacks=(), *, log: RecordLog | None = None,
                    baseline: dict | None = None, method_overrides: dict | None = None,
-                   tokens_per_sequence: int = 60, **common) -> tuple[dict, RecordLog]:
+                   **common) -> tuple[dict, RecordLog]:
     """Train each method from the same student until it has processed `budget_tokens` student tokens.
 
     Returns ({run name: trainer}, log). `baseline`: the starting student's evaluation, put at step 0 of
-    every curve (all methods start from the same model). The step cap is only a safety net (and what
-    the dashboard shows as the total): the token budget ends each run.
+    every curve (all methods start from the same model). The token budget ends each run (`step_cap`
+    is only a safety net, and what the dashboard shows as the total).
     """
     log = log if log is not None else RecordLog()
     trainers = {}
     for m in methods:
         o = {**common, **(method_overrides or {}).get(m, {})}
-        batch = o.get("batch_size", 64)
-        o.setdefault("steps", math.ceil(budget_tokens / (batch * tokens_per_sequence)))
+        task = o.get("task", "addition")
+        o.setdefault("steps", step_cap(get_task(task) if isinstance(task, str) else task, budget_tokens,
+                                       o.get("batch_size", 64)))
         tr = train(m, callbacks, log=log, baseline=baseline, budget_tokens=budget_tokens, **o)
         trainers[tr.cfg.name] = tr
     return trainers, log
@@ -527,6 +549,22 @@ def cost_table(log: RecordLog, runs: list[str], teacher_accuracy: float, target_
             "train_s_to_target": hit["train_s"] if hit else None,
             "target_accuracy": target})
     return rows
+
+
+def kl_drift(log: RecordLog, key: str = "teacher/reverse_kl", frac: float = 0.2) -> dict[str, dict]:
+    """Per run: the mean of `key` over its first and its last `frac` of steps (at least one step each).
+
+    A run whose objective is the reverse KL should end below where it started; averaging a share of the
+    steps at each end keeps one noisy batch from deciding.
+    """
+    out = {}
+    for run, recs in log.records.items():
+        ys = [r[key] for r in recs if key in r]
+        if not ys:
+            continue
+        k = max(1, int(len(ys) * frac))
+        out[run] = {"steps": len(ys), "kl_start": sum(ys[:k]) / k, "kl_end": sum(ys[-k:]) / k}
+    return out
 
 
 def ratio(a, b) -> float | None:

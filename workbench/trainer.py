@@ -128,6 +128,9 @@ class Trainer:
         self.task = get_task(task if task is not None else cfg.task)
         if cfg.data:
             self.task = JsonlProblems(cfg.data, base=self.task)     # bad rows fail here, naming file and line
+        if cfg.eval_split not in self.task.splits:
+            raise ConfigError(f"eval_split {cfg.eval_split!r} is not a split of task {self.task.name!r}; choose one "
+                              f"of {[s for s in self.task.splits if s != 'train']}")
         self.device = pick_device(cfg.device)
         self.teacher_scores = cfg.loss in ("sampled_token", "full_kl", "jsd", "topk")
         need_teacher = (self.teacher_scores or cfg.lmbda < 1
@@ -200,7 +203,7 @@ class Trainer:
         self._interrupt_pending = False              # a SIGINT arrived while it could not
         self._sigint_installed = False
         self.start_time = None
-        self.eval_problems = self.task.problems(cfg.eval_problems, seed=EVAL_SEED, split="test")
+        self.eval_problems = self.task.problems(cfg.eval_problems, seed=EVAL_SEED, split=cfg.eval_split)
         self._stop = threading.Event()
         self._stop_reason = None
         self.alarm = LengthAlarm(cfg.warn_truncation, cfg.warn_repetition, cfg.warn_rise, cfg.warn_window,

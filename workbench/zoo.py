@@ -64,10 +64,38 @@ class Recipe:
     mix_frac: float = 0.0
 
 
+@dataclass(frozen=True)
+class PlateauRecipe:
+    """A student SFT-trained from zoo entry `init` on `teacher`'s traces until it plateaus.
+
+    The plateau rule (`workbench/plateau.py`): greedy accuracy on the `val` split every `eval_every`
+    steps; stop after `patience` evaluations in a row without a gain of `min_delta` over the best;
+    keep the best. The comparisons' default starting point (`compare.PROTOCOLS["plateau"]`).
+    """
+    task: str
+    init: str
+    teacher: str
+    lr: float = 3e-4
+    batch_size: int = 64
+    eval_every: int = 50
+    eval_problems: int = 256
+    patience: int = 4
+    min_delta: float = 0.005
+    max_steps: int = 3000
+    sft_data: str = "teacher"       # "teacher": traces the teacher samples at T = 1; "reference": gold traces
+    seed: int = 0
+    role: str = "student"
+
+    @property
+    def preset(self) -> str:
+        return RECIPES[self.init].preset
+
+
 RECIPES = {
     "addition-teacher": Recipe("addition", "tiny-teacher", "train", steps=2500, role="teacher"),
     "addition-student": Recipe("addition", "tiny-student", "short", steps=1500, role="student",
                                mix_split="train", mix_frac=0.03),
+    "addition-student-sft": PlateauRecipe("addition", init="addition-student", teacher="addition-teacher"),
 }
 
 
@@ -126,16 +154,51 @@ def build(names=None, out_dir: Path = ZOO_DIR, log=print) -> dict:
         recipe = RECIPES[name]
         log(f"building {name}: {recipe}")
         t0 = time.time()
-        model, tok = pretrain(recipe, log=log)
+        extra = {}
+        if isinstance(recipe, PlateauRecipe):
+            # function-level import: plateau trains through the Trainer, which imports this module
+            from .plateau import sft_to_plateau
+            # from the checkpoints as they are on disk (RECIPES lists `init` and `teacher` before this entry)
+            init, tok = load(recipe.init)
+            teacher, _ = load(recipe.teacher, trainable=False)
+            model, extra["plateau"] = sft_to_plateau(init, tok, teacher, get_task(recipe.task), recipe, log=log)
+            extra["testbed"] = testbed_properties(model, teacher, tok, recipe.task)
+        else:
+            model, tok = pretrain(recipe, log=log)
         train_s = time.time() - t0
         acc = measure(model, tok, recipe.task)
         meta = {"name": name, "recipe": asdict(recipe), "params": count_params(model), "train_s": round(train_s, 1),
                 "eval": {"split": "test", "n": EVAL_PROBLEMS, "seed": EVAL_SEED, **acc},
-                "torch": torch.__version__, "threads": torch.get_num_threads()}
+                "torch": torch.__version__, "threads": torch.get_num_threads(), **extra}
         save_checkpoint(model, tok, out_dir / name, extra=meta)
         log(f"  {name}: greedy accuracy {acc['accuracy']:.3f} on {EVAL_PROBLEMS} test problems, {train_s:.0f}s")
         results[name] = meta
     return results
+
+
+@torch.no_grad()
+def testbed_properties(student, teacher, tok, task_name: str, n: int = EVAL_PROBLEMS) -> dict:
+    """The properties the on-policy literature assumes of a (teacher, student) pair, measured on `test`.
+
+    calibration: the student's temperature-1 accuracy next to its greedy accuracy (an SFT-trained LLM
+    samples nearly as well as it decodes greedily); capacity gap: teacher minus student greedy accuracy;
+    teacher entropy (nats per token) and the per-token reward log q - log p on the student's own
+    temperature-1 samples; horizon: mean completion length and the share of wrong samples whose first
+    mistake is followed by further tokens (errors that later tokens build on).
+    """
+    from .analysis import reward_tails
+    task = get_task(task_name)
+    problems = task.problems(n, seed=EVAL_SEED, split="test")
+    gen = torch.Generator(device=next(student.parameters()).device).manual_seed(0)
+    s_greedy = evaluate(student, tok, task, problems)
+    s_sampled = evaluate(student, tok, task, problems, temperature=1.0, generator=gen)
+    t_greedy = evaluate(teacher, tok, task, problems)
+    t_sampled = evaluate(teacher, tok, task, problems, temperature=1.0, generator=gen.manual_seed(1))
+    tails = reward_tails(student, teacher, tok, task, problems, seed=0)
+    return {"student_greedy": s_greedy["accuracy"], "student_sampled": s_sampled["accuracy"],
+            "teacher_greedy": t_greedy["accuracy"], "teacher_sampled": t_sampled["accuracy"],
+            "capacity_gap": t_greedy["accuracy"] - s_greedy["accuracy"],
+            "mean_completion_tokens": s_greedy["mean_length"], **tails}
 
 
 def path(name: str) -> Path:
@@ -153,6 +216,12 @@ def load(name_or_path: str, device=None, trainable: bool = True):
     """(model, tokenizer) from a zoo name or any checkpoint directory."""
     p = path(name_or_path) if name_or_path in RECIPES else name_or_path
     return load_checkpoint(p, device=device, trainable=trainable)
+
+
+def metadata(name: str) -> dict:
+    """A built zoo entry's `workbench.json`: recipe, accuracy, and (for plateau students) the plateau curve
+    and the testbed's measured properties."""
+    return json.loads((path(name) / "workbench.json").read_text())
 
 
 def default_pair(task: str) -> tuple[str, str]:

@@ -9,8 +9,9 @@ the horizon is long enough (about 50 tokens) for exposure bias to matter.
 `multiply`: a multi-digit number times one digit, `04567*8=` ->
 `7*8+0=56,6*8+5=53,...|036536`: carries range over 0..8, a different shape.
 
-Splits: `train`/`test` draw operands of `min_digits..max_digits` digits,
-zero-padded to `width`; `long` draws operands one digit longer than
+Splits: `train`/`val`/`test` draw operands of `min_digits..max_digits` digits,
+zero-padded to `width` (`val` is where learning rates and stopping points are chosen, so the
+reported `test` numbers are not selected on); `long` draws operands one digit longer than
 `max_digits` (padded to `width + 1`) for length-generalisation checks;
 `short` draws 1..3 digits (the neighbouring distribution the zoo student
 was pretrained on).
@@ -23,7 +24,7 @@ from .base import ANSWER_SEP, Problem, Task
 
 
 class _ColumnTask(Task):
-    splits = ("train", "test", "long", "short")
+    splits = ("train", "val", "test", "long", "short")
 
     def __init__(self, min_digits: int = 3, max_digits: int = 5):
         if not 1 <= min_digits <= max_digits:

@@ -1,0 +1,128 @@
+"""The testbed's pieces: the plateau rule, SFT to a plateau, the token-budget driver, and the reward-tail analysis.
+
+Tiny random models (`nano`: d32 x 1 layer) stand in for teacher and student; each test takes seconds.
+"""
+import copy
+
+import pytest
+import torch
+
+from workbench import experiments as X
+from workbench.analysis import reward_tails
+from workbench.models import build_model
+from workbench.plateau import plateau_state, sft_to_plateau
+from workbench.tasks import get_task
+from workbench.tokenizer import build_tokenizer
+from workbench.zoo import PlateauRecipe
+
+TASK = get_task("addition")
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return build_tokenizer(TASK.charset)
+
+
+@pytest.fixture(scope="module")
+def pair(tok):
+    return build_model("nano", tok, seed=1).eval(), build_model("nano", tok, seed=2)
+
+
+@pytest.mark.parametrize("accs, delta, want", [
+    ([0.5], 0.01, (0, 0)),
+    ([0.5, 0.6, 0.7], 0.01, (2, 0)),                 # still improving
+    ([0.5, 0.6, 0.605, 0.608], 0.01, (1, 2)),        # gains below min_delta are no progress
+    ([0.5, 0.6, 0.55, 0.615, 0.6], 0.01, (3, 1)),    # a dip, then a new best by >= delta resets the count
+    ([0.9, 0.2, 0.3], 0.0, (0, 2)),                  # falling: the best stays the first
+])
+def test_plateau_state(accs, delta, want):
+    assert plateau_state(accs, delta) == want
+
+
+def test_sft_to_plateau_stops_after_patience_and_keeps_the_best(tok, pair):
+    """A random student scores 0 on every evaluation: no evaluation beats step 0, so the rule stops after
+    `patience` evaluations and returns step 0's weights (the best), leaving the argument untouched."""
+    teacher, student = pair
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    rule = PlateauRecipe("addition", init="-", teacher="-", lr=1e-2, batch_size=4, eval_every=2, eval_problems=8,
+                         patience=2, min_delta=0.05, max_steps=50, sft_data="reference")
+    model, rec = sft_to_plateau(student, tok, teacher, TASK, rule, log=lambda *_: None)
+    assert rec["plateau_reached"] and rec["steps_run"] == rule.patience * rule.eval_every
+    assert [c["step"] for c in rec["curve"]] == [0, 2, 4] and rec["chosen_step"] == 0
+    assert all(c["val_accuracy"] == 0 for c in rec["curve"])
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k                      # the best (step 0) weights came back
+    for k, v in student.state_dict().items():
+        assert torch.equal(v, before[k]), k                      # and the caller's model was not trained
+    assert rec["curve"][-1]["student_tokens"] > 0
+
+
+def test_sft_to_plateau_refuses_a_bad_rule(tok, pair):
+    rule = PlateauRecipe("addition", init="-", teacher="-", patience=0)
+    with pytest.raises(ValueError, match="patience >= 1"):
+        sft_to_plateau(pair[1], tok, pair[0], TASK, rule)
+
+
+def test_budget_run_stops_within_one_step_of_the_budget(tok, pair):
+    """The driver's step count follows the tokens actually processed: a run ends at the first step whose
+    cumulative student tokens reach the budget, whatever the task's sequence lengths."""
+    teacher, student = pair
+    budget = 1500
+    tr = X.train("sft", student=student, teacher=teacher, tokenizer=tok, budget_tokens=budget, batch_size=4,
+                 eval_every=0, sft_data="reference", device="cpu",
+                 steps=X.step_cap(TASK, budget, 4))
+    per_step = tr.costs.student_tokens / tr.step_count
+    assert budget <= tr.costs.student_tokens < budget + 1.5 * per_step
+    assert X.step_cap(TASK, budget, 4) > tr.step_count          # the cap is a safety net, not the stopper
+
+
+@torch.no_grad()
+def test_reward_tails_mean_reward_is_minus_the_reverse_kl(tok, pair):
+    """Independent identity: under the student's own samples E[log q - log p] = -KL(p || q). The mean sampled
+    reward must match the exactly computed reverse KL within Monte Carlo error (4 standard errors of a mean
+    of the per-token differences, which are uncorrelated given the prefix: a martingale)."""
+    teacher, student = copy.deepcopy(pair[0]), pair[1]
+    for p in teacher.parameters():          # sharper logits: a teacher far from the student
+        p.mul_(3.0)
+    problems = TASK.problems(64, seed=3, split="train")
+    t = reward_tails(student, teacher, tok, TASK, problems, seed=0)
+    assert t["tokens"] > 500 and 0 <= t["cliff_token_frac"] <= 1
+    se = t["reward_std"] / t["tokens"] ** 0.5
+    assert t["reverse_kl"] > 10 * se                              # the two models differ: the check has teeth
+    assert abs(t["reward_mean"] + t["reverse_kl"]) < 4 * se
+    same = reward_tails(student, student, tok, TASK, problems, seed=0)
+    assert abs(same["reward_mean"]) < 1e-5 and same["reverse_kl"] < 1e-5 and same["cliff_token_frac"] == 0
+    assert same["teacher_entropy"] == pytest.approx(same["student_entropy"], rel=1e-5)
+
+
+def _res(opd, rival, rival_totals, method="grpo", key="student_tokens_to_target", total="student_tokens",
+         finals=(0.99, 0.99)):
+    runs = [{"method": "opd", "seed": s, key: v, total: 1e9, "last3_accuracy": finals[s]} for s, v in enumerate(opd)]
+    runs += [{"method": method, "seed": s, key: v, total: t, "last3_accuracy": 0.9}
+             for s, (v, t) in enumerate(zip(rival, rival_totals))]
+    return {"runs": runs, "start_accuracy": 0.9, "target_accuracy": 1.0, "eval_problems": 256}
+
+
+def _verdict(res, word):
+    from workbench.compare import verdicts
+    return next(v for v in verdicts(res) if word in v["text"])
+
+
+@pytest.mark.parametrize("opd, rival, totals, want", [
+    ((100, 200), (600, 1000), (600, 1000), True),        # ratios 6 and 5: "at least 5x" holds
+    ((100, 200), (600, 900), (600, 900), False),         # 4.5x in one seed
+    ((100, 200), (None, 1000), (1000, 1000), True),      # never within 10x its need: a bound >= 5
+    ((100, 200), (None, 1000), (300, 1000), None),       # never, but only 3x its need spent: unknown
+    ((None, 200), (600, 1000), (600, 1000), None),       # OPD missed the target in a seed: not measurable
+])
+def test_the_5x_verdict_says_what_its_words_say(opd, rival, totals, want):
+    v = _verdict(_res(opd, rival, totals), "fewer student tokens than GRPO")
+    assert v["holds"] is want, v
+
+
+def test_the_improvement_verdict_needs_more_than_one_standard_error():
+    se = (0.9 * 0.1 / 256) ** 0.5
+    v = _verdict(_res((1, 1), (1, 1), (1, 1), finals=(0.9 + 1.2 * se, 0.9 + 0.8 * se)), "raises held-out accuracy")
+    assert v["holds"] is False
+    v = _verdict(_res((1, 1), (1, 1), (1, 1), finals=(0.9 + 1.2 * se, 0.9 + 1.1 * se)), "raises held-out accuracy")
+    assert v["holds"] is True
