@@ -18,6 +18,12 @@ For `addition` (3-5 digit operands, padded to 5):
     temperature-1 samples almost never correct, and GRPO collapsed. Measured in
     docs/results.md, "Choosing the zoo student".
 
+  * `addition-student-sft` — `addition-student` SFT-trained on the teacher's temperature-1 traces
+    until its validation accuracy plateaued (`workbench/plateau.py`; lr 3e-4, 64 traces per step,
+    plateau = 4 evaluations 50 steps apart without a gain of half a point): the literature's
+    starting point and the default of `workbench.compare`. Its `workbench.json` records the
+    plateau curve and the testbed's measured properties (docs/testbed.md).
+
 `python -m workbench zoo build` retrains every entry from scratch with fixed
 seeds (CPU, deterministic for a given torch build and thread count);
 `python -m workbench zoo list` prints size, parameters and measured accuracy.
