@@ -101,22 +101,26 @@ pd.DataFrame([
 # Every run starts from that checkpoint and trains until it has processed its budget of
 # **student tokens** (tokens it generated or was trained on, prompts included). OPD runs first;
 # SFT and GRPO then get at least five times the student tokens OPD needed to reach the target
-# (the teacher's accuracy on the held-out problems), so a "never" is a measured never. Learning
-# rates (and OPD's batch size) were chosen on a validation split (`C.PROTOCOL_SETTINGS`,
-`docs/measurements.md`).
+# (99% of the teacher's accuracy on the held-out problems: the teacher scores 100%, and one
+# standard error of a 256-problem evaluation is about a point), so a "never" is a measured never.
+# Learning rates (and OPD's batch size) were chosen on a validation split (`C.PROTOCOL_SETTINGS`,
+# `docs/measurements.md`).
 #
 # * **SFT** — the teacher samples a solution per problem; the student trains on it with
 #   cross-entropy.
 # * **GRPO** — the student samples 8 attempts per problem; the verifier gives each 1 or 0; each
 #   attempt's tokens move by its reward relative to its group.
 # * **OPD** — the student samples one attempt per problem; the teacher scores each of its tokens.
+# * **`opd_full`**, a named variant of OPD — the same rollouts, but the loss is the exact reverse
+#   KL over the whole 18-token vocabulary at every position the student visited (free on a
+#   vocabulary this small; on a real one it is what top-K approximates).
 #
 # The dashboard shows every run as it trains: rollout length, truncation, the training signal
 # and accuracy, and the latest samples with each token coloured by the teacher's reward.
 
 # %%
 dash = TrainingDashboard(mode=mode)
-res = C.compare("addition", "plateau", methods=("opd", "sft", "grpo"), seeds=S.seeds, budget_tokens=S.budget_tokens,
+res = C.compare("addition", "plateau", methods=("opd", "opd_full", "sft", "grpo"), seeds=S.seeds, budget_tokens=S.budget_tokens,
                 eval_problems=S.eval_problems, device=device, callbacks=[dash], **S.common)
 saved = dash.save(out / "dashboard.html", png=False)
 
@@ -147,9 +151,8 @@ r = {row["method"]: row for row in res["rows"]}
 start = res["start_accuracy"]
 claims.check("every run started from the same student (its accuracy is the shared step-0 point of every curve)",
              all(res["log"].evals[run][0]["eval/accuracy"] == start for run in res["log"].evals))
-claims.check("the mean per-token OPD reward is <= 0 in every OPD step (E[log q - log p] = -KL under the student's samples)",
-             all(rec.get("teacher/token_reward_mean", 0) <= 1e-6
-                 for run, recs in res["log"].records.items() if run.startswith("opd/") for rec in recs))
+claims.check("every budget was spent: each run processed at least its budget of student tokens",
+             all(run["student_tokens"] >= run["budget_tokens"] for run in res["runs"]))
 for v in C.verdicts(res):
     claims(v["text"], v["holds"], v["evidence"], source=v.get("source"))
 print("\n" + claims.summary())
@@ -164,8 +167,7 @@ print("\n" + claims.summary())
 # variance and what it does to training.
 #
 # **Try next.**
-# * `C.compare(..., methods=("opd", "opd_full"))`: the same protocol with the exact
-#   full-vocabulary reverse KL.
+# * `C.compare(..., methods=("opd", "gkd"))`: GKD's generalised JSD as another named variant.
 # * `C.compare(..., protocol="weak")`: from the shipped weak student instead of the plateau.
 # * Open `dashboard.html` in the run directory: the heatmap's run selector shows each run's samples.
 

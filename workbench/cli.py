@@ -148,8 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="student tokens per OPD run (default: compare.DEFAULT_BUDGET)")
     c.add_argument("--rival-factor", type=float, default=5.0,
                    help="non-OPD methods get at least this many times the student tokens OPD needed (default 5)")
-    c.add_argument("--target-frac", type=float, default=1.0,
-                   help="target accuracy as a fraction of the teacher's held-out accuracy (default 1.0)")
+    c.add_argument("--target-frac", type=float, default=0.99,
+                   help="target accuracy as a fraction of the teacher's held-out accuracy (default 0.99)")
     c.add_argument("--sweep", action="store_true",
                    help="try a small learning-rate grid per method, evaluated on the val split; best=true marks "
                         "each method's best")

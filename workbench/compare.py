@@ -17,10 +17,12 @@ variants (`opd_full`: full-vocabulary reverse KL) can be added to `methods`.
 
 Budgets and target. Every method trains until it has processed `budget_tokens` student tokens (the
 trainer's `cost/student_tokens`: tokens it generated or was trained on, prompts included), so the
-step count follows the tokens actually processed. OPD runs first; every other method then gets at
-least `rival_factor` x the student tokens OPD needed to reach the target (the most any seed needed;
-the plain budget when no OPD seed reached it), so a "never" is a measured never within that multiple. The target is `target_frac` x the teacher's
-greedy accuracy on the same held-out test problems. Every number is a mean over `seeds` with its
+step count follows the tokens actually processed. OPD variants run first; every non-OPD method
+then gets at least `rival_factor` x the student tokens OPD (`opd`) needed to reach the target (the
+most any seed needed; the plain budget when no OPD seed reached it), so a "never" is a measured
+never within that multiple. The target is `target_frac` x the teacher's
+greedy accuracy on the same held-out test problems (default 0.99: the shipped teacher scores 1.000,
+and a 256-problem evaluation resolves about one point near the top). Every number is a mean over `seeds` with its
 standard deviation; a method's `*_to_target` is null unless every seed reached the target
 (`seeds_reached` says how many did). A run's final accuracy is the mean of its last three evaluations.
 Held-out evaluations come every `eval_sequences` training sequences whatever a method's batch size.
@@ -45,9 +47,9 @@ PROTOCOLS = {"plateau": "{task}-student-sft", "weak": "{task}-student"}
 PROTOCOL_SETTINGS = {"plateau": {}, "weak": {}}
 DEFAULT_METHODS = ("opd", "sft", "grpo")
 DEFAULT_SEEDS = (0, 1, 2)
-DEFAULT_BUDGET = 600_000
+DEFAULT_BUDGET = 400_000
 RIVAL_FACTOR = 5
-TARGET_FRAC = 1.0
+TARGET_FRAC = 0.99    # 99% of the teacher: its 100% less about one standard error of a 256-problem evaluation
 OPD_METHODS = ("opd", "opd_full", "exopd", "stable_opd", "gkd")
 
 
@@ -108,7 +110,7 @@ def compare(task: str = "addition", protocol: str = "plateau", methods=DEFAULT_M
     budgets, runs = {}, []
     for m in order:
         need = [r["student_tokens_to_target"] for r in runs
-                if r["method"] in OPD_METHODS and r["student_tokens_to_target"] is not None]
+                if r["method"] == "opd" and r["student_tokens_to_target"] is not None]
         budget = budget_tokens
         if m not in OPD_METHODS and need:
             budget = max(budget_tokens, math.ceil(rival_factor * max(need)))
@@ -231,7 +233,8 @@ def verdicts(res: dict) -> list[dict]:
     opd = [r for r in runs if r["method"] == "opd"]
     if opd:
         finals = {r["seed"]: r["last3_accuracy"] for r in opd}
-        out.append({"text": "From the plateau, OPD raises held-out accuracy by more than one standard error of the "
+        frm = {"plateau": "From the plateaued student", "weak": "From the weak zoo student"}[res.get("protocol", "plateau")]
+        out.append({"text": f"{frm}, OPD raises held-out accuracy by more than one standard error of the "
                             "evaluation in every seed",
                     "holds": all(f > start + se for f in finals.values()),
                     "evidence": {"start": start, "one SE": se, **{f"seed {s}": f for s, f in finals.items()}}})
