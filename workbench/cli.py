@@ -7,6 +7,7 @@
     python -m workbench compare --task addition --budget-tokens 1200000 --json
     python -m workbench zoo list | zoo build [--only NAME]
     python -m workbench bench {rollout,step,teacher,all} --json
+    python -m workbench export --to {trl,verl} RUN_DIR [--out DIR] [--num-processes N]
 
 With --json every line printed is one JSON object; the last line is the summary.
 """
@@ -110,6 +111,16 @@ def cmd_zoo(ns) -> int:
     return 0
 
 
+def cmd_export(ns) -> int:
+    from .export import export_run
+    ex = export_run(ns.run_dir, ns.to, out=ns.out, num_processes=ns.num_processes)
+    if ns.json:
+        _emit(ex.to_dict(), True)
+    else:
+        print(ex.report(), flush=True)
+    return 0
+
+
 def cmd_bench(ns) -> int:
     from .bench import main as bench_main
     return bench_main(ns)
@@ -156,6 +167,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "(workbench.hf.add_lora: float32 adapters), as a LoRA student samples")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench)
+
+    x = sub.add_parser("export", help="a run's config as a TRL or verl config + launch command, listing every "
+                                      "setting that does not carry over")
+    x.add_argument("run_dir", metavar="RUN_DIR")
+    x.add_argument("--to", required=True, choices=["trl", "verl"])
+    x.add_argument("--out", default=None, metavar="DIR", help="where to write (default RUN_DIR/export-<target>)")
+    x.add_argument("--num-processes", type=int, default=1, metavar="N",
+                   help="GPUs the launch command is written for (TRL: per-device batch = batch_size / N)")
+    x.add_argument("--json", action="store_true")
+    x.set_defaults(func=cmd_export)
     return p
 
 
