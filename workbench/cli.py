@@ -53,12 +53,15 @@ def _overrides(ns, skip=()) -> dict:
 
 
 def cmd_train(ns) -> int:
+    from .loggers import watchers_for
     from .trainer import Trainer
     if ns.resume:
         trainer = Trainer.resume(ns.resume, steps=ns.steps)
     else:
         cfg = TrainConfig.for_method(ns.method, **_overrides(ns))
+        watchers_for(ns.log_to, cfg.out, cfg.name)          # a missing package fails here, before models load
         trainer = Trainer(cfg)
+    watchers = watchers_for(ns.log_to, trainer.cfg.out, trainer.cfg.name)
 
     class Printer:
         def on_step(self, rec):
@@ -69,7 +72,7 @@ def cmd_train(ns) -> int:
                 _emit({k: row[k] for k in ("step", "loss", "rollout/mean_length", "train/accuracy") if k in row}
                       | {k: v for k, v in row.items() if k.startswith("eval/")}, False)
 
-    summary = trainer.run(callbacks=[Printer()])
+    summary = trainer.run(callbacks=[Printer(), *watchers])
     if "final_eval_accuracy" not in summary:
         summary["final_eval_accuracy"] = trainer.evaluate(step=trainer.step_count)["eval/accuracy"]
     _emit(summary, ns.json)
@@ -135,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--method", default="opd", help=f"one of {sorted(PRESETS)}")
     t.add_argument("--resume", default=None, metavar="DIR", help="continue a run directory to its configured steps")
     t.add_argument("--json", action="store_true")
+    t.add_argument("--log-to", default=None, metavar="LOGGERS",
+                   help="also log each step to tensorboard and/or wandb (comma-separated; W&B offline): "
+                        "OUT/tensorboard, OUT/wandb")
     _add_config_flags(t, skip=("method",))
     t.set_defaults(func=cmd_train)
 
