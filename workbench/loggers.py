@@ -105,7 +105,7 @@ class WandbWatcher:
         if self.dir:
             Path(self.dir).mkdir(parents=True, exist_ok=True)
         self.run = self.wandb.init(project=self.project, name=self.name or info.get("run"), dir=self.dir,
-                                   mode=self.mode, config=info.get("config"), reinit="finish_previous",
+                                   mode=self.mode, config=info.get("config"),
                                    settings=self.wandb.Settings(silent=True, console="off"))
 
     def _table(self, samples):
