@@ -306,6 +306,12 @@ def test_export_lists_what_each_engine_lacks(tiny_run, tmp_path):
     assert trl_ex.mapped["beta"].startswith("beta = 0.5")
     verl_ex = export_run(r, "verl")
     assert "lmbda" in verl_ex.unmapped and "loss" in verl_ex.approximated
+    # sampling at another temperature than the loss's: both engines use one temperature for both
+    r = _variant(run, tmp_path, temperature=0.7)
+    for to in ("trl", "verl"):
+        ex = export_run(r, to)
+        assert "temperature" in ex.approximated and "temperature" not in ex.mapped
+    assert "temperature" in export_run(run, "trl").mapped
     r = _variant(run, tmp_path, loss="topk", topk=8, gamma=0.9, vopd=False)
     verl_ex = export_run(r, "verl")
     assert verl_ex.overrides["distillation.distillation_loss.loss_mode"] == "forward_kl_topk"
@@ -328,6 +334,13 @@ def test_export_verl_overrides_for_sampled_token_opd(tiny_run, capsys):
     assert o["distillation.distillation_loss.use_policy_gradient"] is True
     assert o["distillation.distillation_loss.use_task_rewards"] is False
     assert o["data.max_response_length"] == 8 and o["actor_rollout_ref.rollout.n"] == 1
+    # verl refuses prompts over data.max_prompt_length: the longest prompt under the student's chat template
+    from workbench import hf
+    from workbench.tasks.gsm8k import GSM8K
+    tok, task = hf.load_tokenizer(str(s_dir)), GSM8K()
+    n_test = json.loads((run / "config.json").read_text())["config"]["eval_problems"]      # the val rows written
+    exported = task.train + task.test[:n_test]
+    assert o["data.max_prompt_length"] == max(len(task.encode_prompt(tok, p.prompt)) for p in exported)
     assert out["approximated"] == {} and out["unmapped"] == {}
     df = pd.read_parquet(out["files"]["train"])
     assert len(df) > 0 and df["prompt"][0][0]["role"] == "user" and df["data_source"][0] == "openai/gsm8k"

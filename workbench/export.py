@@ -176,6 +176,22 @@ def _prompts(cfg: TrainConfig) -> tuple[list[dict], list[dict], bool]:
     return [row(p) for p in train], [row(p) for p in test], chat
 
 
+def _longest_prompt(student: str, rows: list[dict], chat: bool) -> int | None:
+    """Tokens in the longest prompt under the student's tokenizer (chat template applied, as the engines do);
+    None when the student is not a local directory (a hub id: no download here)."""
+    if not Path(student).expanduser().is_dir():
+        return None
+    from .hf import chat_prompt_ids, load_tokenizer
+    tok = load_tokenizer(student)
+
+    def n(p):
+        if not chat:
+            return len(tok(p, add_special_tokens=True)["input_ids"])
+        system = p[0]["content"] if p[0]["role"] == "system" else None
+        return len(chat_prompt_ids(tok, p[-1]["content"], system=system))
+    return max(n(r["prompt"]) for r in rows)
+
+
 def _leftovers(cfg: TrainConfig, ex: Export, handled: set) -> None:
     """Put every field no target rule handled into unmapped / inert / run-local; nothing silent."""
     for f in fields(TrainConfig):
@@ -191,6 +207,16 @@ def _leftovers(cfg: TrainConfig, ex: Export, handled: set) -> None:
             continue
         ex.unclassified.append(n)
         ex.unmapped[n] = f"{n}={getattr(cfg, n)!r}: no export rule knows this setting"
+
+
+def _loss_temperature(cfg: TrainConfig, ex: Export, engine_does: str) -> None:
+    """Workbench scores its loss at T=1 (JSD: jsd_temperature) whatever the sampling temperature; the engines
+    use the sampling temperature for both, so a run that samples at another temperature is approximated."""
+    loss_t = cfg.jsd_temperature if cfg.loss == "jsd" else 1.0
+    if cfg.temperature != loss_t:
+        ex.mapped.pop("temperature", None)
+        ex.approximated["temperature"] = (f"temperature={cfg.temperature}: workbench samples at it but scores the "
+                                          f"loss at {loss_t}; {engine_does} (exported: {cfg.temperature})")
 
 
 # ------------------------------------------------------------------------------------------
@@ -228,8 +254,10 @@ def _to_trl(cfg: TrainConfig, out: Path, num_processes: int) -> Export:
         if cfg.loss == "topk":
             for n in ("topk", "topk_renormalize", "topk_include_sampled"):
                 ex.unmapped[n] = f"{n}={getattr(cfg, n)!r}: a setting of the top-K loss, which TRL's trainer lacks"
-    # TRL uses one temperature for sampling and for the loss; workbench has two (JSD only)
+    # TRL uses one temperature for sampling and for the loss; workbench samples at `temperature` and scores
+    # the loss at 1 (JSD: at jsd_temperature)
     put("temperature", "temperature", float(cfg.temperature))
+    _loss_temperature(cfg, ex, "TRL divides the logits in its loss by `temperature` too")
     if cfg.loss == "jsd":
         handled.add("jsd_temperature")
         if cfg.jsd_temperature != cfg.temperature:
@@ -350,6 +378,7 @@ def _to_verl(cfg: TrainConfig, out: Path, num_processes: int) -> Export:
     o["actor_rollout_ref.actor.optim.betas"] = "[0.9,0.99]"
     put("max_grad_norm", "actor_rollout_ref.actor.grad_clip", float(cfg.max_grad_norm))
     put("temperature", "actor_rollout_ref.rollout.temperature", float(cfg.temperature))
+    _loss_temperature(cfg, ex, "verl computes the student's and the teacher's log-probs at the rollout temperature")
     put("top_p", "actor_rollout_ref.rollout.top_p", 1.0 if cfg.top_p is None else float(cfg.top_p))
     put("top_k", "actor_rollout_ref.rollout.top_k", -1 if cfg.top_k is None else int(cfg.top_k))
     put("steps", "trainer.total_training_steps", int(cfg.steps))
@@ -381,8 +410,13 @@ def _to_verl(cfg: TrainConfig, out: Path, num_processes: int) -> Export:
     train_p, test_p = out / "train.parquet", out / "test.parquet"
     frame(rows, "train").to_parquet(train_p)
     frame(test, "test").to_parquet(test_p)
+    longest = _longest_prompt(cfg.student, rows + test, chat)
+    if longest is None:
+        longest = 1024
+        ex.notes.append("the student's tokenizer is not local, so data.max_prompt_length=1024 is a guess: verl "
+                        "refuses longer prompts (data.truncation=error)")
     o |= {"data.train_files": str(train_p.resolve()), "data.val_files": str(test_p.resolve()),
-          "data.max_prompt_length": 1024, "algorithm.adv_estimator": "grpo", "algorithm.use_kl_in_reward": False}
+          "data.max_prompt_length": longest, "algorithm.adv_estimator": "grpo", "algorithm.use_kl_in_reward": False}
     handled |= {"task", "data"}
     ex.mapped["task"] = f"data.train_files = {train_p.name} ({len(rows)} prompts of {cfg.task!r})"
     if not chat:
