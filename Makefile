@@ -19,6 +19,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.setup-stamp
+# the project's extras to install; CI adds `export` (TRL, TensorBoard, W&B) so those tests run, not skip
+EXTRAS ?= dev
 PYTEST := $(PY) -m pytest -q -p no:cacheprovider --durations=15
 
 .PHONY: setup test test-slow demo bench zoo claims browser-deps clean distclean
@@ -30,7 +32,7 @@ $(PY):
 
 $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install torch==2.13.0
-	$(PIP) install -e '.[dev]'
+	$(PIP) install -e '.[$(EXTRAS)]'
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (opd-workbench)"
 	touch $(STAMP)
 

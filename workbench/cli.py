@@ -7,6 +7,7 @@
     python -m workbench compare --json              # from the plateaued student, 3 seeds
     python -m workbench zoo list | zoo build [--only NAME]
     python -m workbench bench {rollout,step,teacher,all} --json
+    python -m workbench export --to {trl,verl} RUN_DIR [--out DIR] [--num-processes N]
 
 With --json every line printed is one JSON object; the last line is the summary.
 """
@@ -52,12 +53,15 @@ def _overrides(ns, skip=()) -> dict:
 
 
 def cmd_train(ns) -> int:
+    from .loggers import watchers_for
     from .trainer import Trainer
     if ns.resume:
         trainer = Trainer.resume(ns.resume, steps=ns.steps)
     else:
         cfg = TrainConfig.for_method(ns.method, **_overrides(ns))
+        watchers_for(ns.log_to, cfg.out, cfg.name)          # a missing package fails here, before models load
         trainer = Trainer(cfg)
+    watchers = watchers_for(ns.log_to, trainer.cfg.out, trainer.cfg.name)
 
     class Printer:
         def on_step(self, rec):
@@ -68,7 +72,7 @@ def cmd_train(ns) -> int:
                 _emit({k: row[k] for k in ("step", "loss", "rollout/mean_length", "train/accuracy") if k in row}
                       | {k: v for k, v in row.items() if k.startswith("eval/")}, False)
 
-    summary = trainer.run(callbacks=[Printer()])
+    summary = trainer.run(callbacks=[Printer(), *watchers])
     if "final_eval_accuracy" not in summary:
         summary["final_eval_accuracy"] = trainer.evaluate(step=trainer.step_count)["eval/accuracy"]
     _emit(summary, ns.json)
@@ -119,6 +123,16 @@ def cmd_zoo(ns) -> int:
     return 0
 
 
+def cmd_export(ns) -> int:
+    from .export import export_run
+    ex = export_run(ns.run_dir, ns.to, out=ns.out, num_processes=ns.num_processes)
+    if ns.json:
+        _emit(ex.to_dict(), True)
+    else:
+        print(ex.report(), flush=True)
+    return 0
+
+
 def cmd_bench(ns) -> int:
     from .bench import main as bench_main
     return bench_main(ns)
@@ -133,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--method", default="opd", help=f"one of {sorted(PRESETS)}")
     t.add_argument("--resume", default=None, metavar="DIR", help="continue a run directory to its configured steps")
     t.add_argument("--json", action="store_true")
+    t.add_argument("--log-to", default=None, metavar="LOGGERS",
+                   help="also log each step to tensorboard and/or wandb (comma-separated; W&B offline): "
+                        "OUT/tensorboard, OUT/wandb")
     _add_config_flags(t, skip=("method",))
     t.set_defaults(func=cmd_train)
 
@@ -177,6 +194,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "(workbench.hf.add_lora: float32 adapters), as a LoRA student samples")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench)
+
+    x = sub.add_parser("export", help="a run's config as a TRL or verl config + launch command, listing every "
+                                      "setting that does not carry over")
+    x.add_argument("run_dir", metavar="RUN_DIR")
+    x.add_argument("--to", required=True, choices=["trl", "verl"])
+    x.add_argument("--out", default=None, metavar="DIR", help="where to write (default RUN_DIR/export-<target>)")
+    x.add_argument("--num-processes", type=int, default=1, metavar="N",
+                   help="GPUs the launch command is written for (TRL: per-device batch = batch_size / N)")
+    x.add_argument("--json", action="store_true")
+    x.set_defaults(func=cmd_export)
     return p
 
 
