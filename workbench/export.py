@@ -44,7 +44,7 @@ TARGETS = ("trl", "verl")
 # workbench bookkeeping: how this machine runs and watches a run, not what is trained
 RUN_LOCAL = frozenset({
     "method", "source", "signal", "name", "preset_applied", "device", "out", "overwrite", "save_every",
-    "eval_every", "eval_problems", "eval_sampled", "num_samples", "max_nonfinite",
+    "eval_every", "eval_problems", "eval_split", "eval_sampled", "num_samples", "max_nonfinite",
     "warn_truncation", "warn_repetition", "warn_rise", "warn_window", "warn_shrink", "on_warning",
 })
 
@@ -165,7 +165,7 @@ def _prompts(cfg: TrainConfig) -> tuple[list[dict], list[dict], bool]:
     chat = hasattr(task, "user_message")
     train = getattr(task, "rows", None) or getattr(task, "train", None) or \
         task.problems(min(cfg.steps * cfg.batch_size // cfg.num_generations, 20000), seed=cfg.seed, split="train")
-    test = task.problems(min(cfg.eval_problems, 512), seed=0, split="test")
+    test = task.problems(min(cfg.eval_problems, 512), seed=0, split=cfg.eval_split)
 
     def row(p):
         if chat:
