@@ -71,8 +71,9 @@ def test_overlaid_runs_get_labelled_traces_and_one_colour_each():
     fig = F.curves_figure(store)
     colours = {}
     for run in ("sft", "grpo", "opd"):
-        ts = traces(fig, run=run)
+        ts = [t for t in traces(fig, run=run) if t.meta["key"] != "legend"]
         assert ts and all(t.legendgroup == run and t.name.startswith(f"{run} · ") for t in ts)
+        ts += traces(fig, key="legend", run=run)
         cols = {t.line.color for t in ts}
         assert len(cols) == 1
         colours[run] = cols.pop()
@@ -102,11 +103,15 @@ def test_heatmap_cells_line_up_with_tokens_wrapping_and_whitespace():
     (h,) = fig.data
     assert h.type == "heatmap" and h.zmid == 0 and h.texttemplate == "%{text}"
     assert h.colorscale[0][1] == "#b2182b" and h.colorscale[-1][1] == "#2166ac"   # red < 0 < blue
-    assert list(h.y) == ["✓ s0 @0", "✓ s0 @32", "✓ s0 @64", "✗ s1 @0"]
+    # each sample: a problem row (its prompt as an annotation, no cells), then one row per 32 tokens
+    assert list(h.y) == ["s0 problem", "✓ s0 @0", "✓ s0 @32", "✓ s0 @64", "s1 problem", "✗ s1 @0"]
+    assert h.z[0] == [None] * 32 and h.z[4] == [None] * 32
+    notes = {a.y: a.text for a in fig.layout.annotations}
+    assert notes == {"s0 problem": "<b>s0</b> problem: 12+34=", "s1 problem": "<b>s1</b> problem: 12+34="}
     cells = []  # (row, col) of every token, in order
     for i, s in enumerate(samples):
         for j in range(len(s["tokens"])):
-            row = (0, 1, 2)[j // 32] if i == 0 else 3
+            row = (1, 2, 3)[j // 32] if i == 0 else 5
             cells.append((i, j, row, j % 32))
     for i, j, r, c in cells:
         tok = samples[i]["tokens"][j]
@@ -116,9 +121,9 @@ def test_heatmap_cells_line_up_with_tokens_wrapping_and_whitespace():
         assert h.customdata[r][c][0] == want
         assert h.customdata[r][c][1] == pytest.approx(samples[i]["token_reward"][j])
         assert h.customdata[r][c][2] == pytest.approx(samples[i]["student_logprob"][j])
-    assert list(h.text[2][70 - 64:]) == [""] * (32 - 6) and h.z[2][6] is None     # padding
-    assert list(h.text[3][5:]) == [""] * 27
-    assert (h.text[0][0], h.text[0][1], h.text[1][8]) == ("␣", "↵", "ab␣c")
+    assert list(h.text[3][70 - 64:]) == [""] * (32 - 6) and h.z[3][6] is None     # padding
+    assert list(h.text[5][5:]) == [""] * 27
+    assert (h.text[1][0], h.text[1][1], h.text[2][8]) == ("␣", "↵", "ab␣c")
     assert not any(ch in "".join(x for row in h.text for x in row) for ch in " \n")
     assert "token reward" in fig.layout.title.text and h.meta["colour_by"] == "token_reward"
 
@@ -129,8 +134,9 @@ def test_heatmap_without_teacher_colours_by_student_logprob():
     (h,) = fig.data
     assert h.meta["colour_by"] == "student_logprob"
     assert "student log-prob" in fig.layout.title.text
-    assert h.z[0][:8] == pytest.approx(samples[0]["student_logprob"][:8])
-    assert h.z[1][:2] == pytest.approx(samples[0]["student_logprob"][8:])
+    assert h.z[1][:8] == pytest.approx(samples[0]["student_logprob"][:8])
+    assert h.z[2][:2] == pytest.approx(samples[0]["student_logprob"][8:])
+    assert h.zmax == 0 and h.zmin < 0 and "different scale" in fig.layout.title.text
 
 
 def test_visible_token():
