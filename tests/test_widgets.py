@@ -341,3 +341,86 @@ def test_papermill_live_mode_leaves_one_final_redraw(tmp_path):
     assert by[("opd", "rollout/mean_length")]["x"][-1] == 12 and by[("sft", "rollout/mean_length")]["x"][-1] == 12
     assert any("vnd.jupyter.widget-view" in k for o in run_cell.outputs for k in o.get("data", {}))
     assert out.stat().st_size < 1.5e6
+
+
+# --- the kernel says "busy" while a training cell runs (a real ipykernel) ----------------------
+def _status_during_cell(hold: bool) -> list[tuple[str, str]]:
+    """(execution_state, parent msg_type) of every status message from a cell that pumps for 3 s,
+    while a control-channel request (as JupyterLab's debugger sends) is answered mid-cell."""
+    import queue
+    jc = pytest.importorskip("jupyter_client.manager")
+    km, kc = jc.start_new_kernel(kernel_name="python3", cwd=str(REPO))
+    try:
+        kc.execute_interactive(f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
+                               "from widgets.kernel_pump import KernelPump", timeout=60)
+        while True:
+            try:
+                kc.get_iopub_msg(timeout=0.3)
+            except queue.Empty:
+                break
+        mid = kc.execute(f"import time\np = KernelPump(); held = p.hold_busy() if {hold} else None\n"
+                         "t = time.time()\nwhile time.time() - t < 3:\n    p.pump(); time.sleep(0.05)\n"
+                         "p.release_busy()\nassert p.available and held in (True, None)")
+        time.sleep(1.0)
+        kc.control_channel.send(kc.session.msg("kernel_info_request", {}))
+        states = []
+        while True:
+            m = kc.get_iopub_msg(timeout=30)
+            if m["msg_type"] == "error":
+                raise AssertionError(m["content"])
+            if m["msg_type"] == "status":
+                states.append((m["content"]["execution_state"], m["parent_header"].get("msg_type")))
+                if m["content"]["execution_state"] == "idle" and m["parent_header"].get("msg_id") == mid:
+                    return states
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def test_kernel_reports_busy_for_the_whole_training_cell():
+    held = _status_during_cell(hold=True)
+    # the control request's idle is followed by a busy for the running cell; the cell's idle ends it
+    i = held.index(("idle", "kernel_info_request"))
+    assert held[i + 1] == ("busy", "execute_request") and held[-1] == ("idle", "execute_request")
+    assert [s for s, _ in held[:-1]][-1] == "busy"
+    # without the hold the kernel's last word mid-cell is the control request's "idle" (the bug)
+    plain = _status_during_cell(hold=False)
+    assert plain[-2] == ("idle", "kernel_info_request")
+
+
+# --- notebooks: JupyterLab opens the paired .py files as notebooks, saving leaves them unchanged ---------
+def test_saving_an_unchanged_notebook_leaves_the_file_unchanged(tmp_path):
+    """What JupyterLab does on open + save through jupytext's contents manager, with the repo's jupytext.toml:
+    the running kernel's display name and jupytext's version would otherwise be written into the header."""
+    import asyncio
+    import shutil
+
+    from jupyter_server.services.contents.largefilemanager import AsyncLargeFileManager
+    from jupytext.async_contentsmanager import build_async_jupytext_contents_manager_class
+
+    shutil.copy(REPO / "jupytext.toml", tmp_path)
+    names = sorted(p.name for p in (REPO / "notebooks").glob("*.py"))
+    assert len(names) >= 5
+    for name in names:
+        shutil.copy(REPO / "notebooks" / name, tmp_path)
+    cm = build_async_jupytext_contents_manager_class(AsyncLargeFileManager)(root_dir=str(tmp_path))
+
+    async def open_and_save(name):
+        nb = (await cm.get(name, content=True, type="notebook"))["content"]
+        # what JupyterLab adds once the venv's kernel runs
+        nb["metadata"]["kernelspec"] = {"display_name": "Python 3 (opd-workbench)", "language": "python",
+                                        "name": "python3"}
+        nb["metadata"]["language_info"] = {"name": "python", "version": "3.11.2"}
+        await cm.save({"type": "notebook", "format": "json", "content": nb}, name)
+
+    for name in names:
+        asyncio.run(open_and_save(name))
+        assert (tmp_path / name).read_text() == (REPO / "notebooks" / name).read_text(), name
+
+
+def test_lab_overrides_open_python_files_with_jupytext():
+    settings = json.loads((REPO / "widgets" / "lab_overrides.json").read_text())
+    assert settings["@jupyterlab/docmanager-extension:plugin"]["defaultViewers"]["python"] == "Jupytext Notebook"
+    make = (REPO / "Makefile").read_text()
+    # installed where JupyterLab in the venv reads overrides: <sys.prefix>/share/jupyter/lab/settings
+    assert "widgets/lab_overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json" in make

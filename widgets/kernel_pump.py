@@ -21,6 +21,14 @@ What `KernelPump.pump()` does (ipykernel 7, main shell only), called from
      would have created; it waits on the kernel's per-shell lock behind the
      running cell and runs after it, in order. Nothing is dropped or reordered.
 
+Busy while training (`hold_busy()` / `release_busy()`): JupyterLab's status bar and the
+server's kernel state show the execution_state of the *latest* iopub status message, whatever
+request it answers. While a cell runs, the control channel keeps answering JupyterLab's own
+requests (debugger `debug_request`s, subshell requests), each with busy then idle: the kernel then
+reads "Idle" mid-run. While held, every "idle" the kernel publishes for another request is
+followed at once by a "busy" whose parent is the running cell, so the last word is "busy" until
+the cell's own idle. Comm messages handled by `pump()` publish no status.
+
 It touches private ipykernel attributes (`shell_channel_thread.manager.
 _shell_channel_to_main`, the ZMQStream's `_recv_callback`), checked at
 construction: where they are missing (ipykernel 6, a plain Python process, a
@@ -48,6 +56,7 @@ class KernelPump:
         self._kernel: Any = None
         self._socket: Any = None
         self._stream: Any = None
+        self._held: Any = None    # the kernel's status publisher while hold_busy() is on
         try:
             self._setup()
         except Exception as e:  # never let the dashboard fail because of this
@@ -75,6 +84,34 @@ class KernelPump:
         self._kernel, self._socket, self._stream = kernel, pair.to_socket, stream
         self._main_thread = getattr(manager, "_parent_thread", threading.main_thread())
         self.available, self.reason = True, "ok"
+
+    def hold_busy(self) -> bool:
+        """Keep the kernel's reported state "busy" until `release_busy()` (see module doc)."""
+        if not self.available or self._held is not None:
+            return self._held is not None
+        k = self._kernel
+        cell = k.get_parent("shell")
+        if not cell or not cell.get("header"):
+            return False
+        publish = k._publish_status       # the bound method; replaced on the instance only
+        cell_id = cell["header"].get("msg_id")
+
+        def publish_status(status, channel, parent=None):
+            publish(status, channel, parent)
+            if status != "idle":
+                return
+            p = parent or k.get_parent(channel)
+            if (p or {}).get("header", {}).get("msg_id") != cell_id:
+                publish("busy", "shell", cell)
+
+        k._publish_status = publish_status
+        self._held = publish_status
+        return True
+
+    def release_busy(self) -> None:
+        if self._held is not None and getattr(self._kernel, "_publish_status", None) is self._held:
+            del self._kernel._publish_status       # back to the class's method
+        self._held = None
 
     def pump(self, limit: int = 100) -> int:
         """Process up to `limit` waiting messages; return how many comm messages were handled."""
