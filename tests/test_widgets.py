@@ -107,7 +107,7 @@ def test_heatmap_cells_line_up_with_tokens_wrapping_and_whitespace():
     assert list(h.y) == ["s0 problem", "✓ s0 @0", "✓ s0 @32", "✓ s0 @64", "s1 problem", "✗ s1 @0"]
     assert h.z[0] == [None] * 32 and h.z[4] == [None] * 32
     notes = {a.y: a.text for a in fig.layout.annotations}
-    assert notes == {"s0 problem": "<b>s0</b> problem: 12+34=", "s1 problem": "<b>s1</b> problem: 12+34="}
+    assert notes == {"s0 problem": "<b>12+34=</b>", "s1 problem": "<b>12+34=</b>"}
     cells = []  # (row, col) of every token, in order
     for i, s in enumerate(samples):
         for j in range(len(s["tokens"])):

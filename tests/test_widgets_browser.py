@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -98,6 +99,10 @@ PLOTS_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map
 }))"""
 
 
+LENGTH_N_JS = ("el => Math.max(0, ...(el.data || []).filter(t => t.meta && t.meta.key === 'rollout/mean_length')"
+               ".map(t => t.x.length))")
+
+
 def _plots(page):
     return page.evaluate(PLOTS_JS)
 
@@ -171,6 +176,40 @@ def test_live_dashboard_in_jupyterlab(lab):
             assert not result_file.exists(), "training ended before it could be watched"
             assert seen[0] > 0 and seen[1] > seen[0] and seen[2] > seen[1], seen
 
+            # the kernel says busy mid-run: JupyterLab's status bar and the server's kernel state
+            kernels = json.loads(urllib.request.urlopen(f"{lab['url']}/api/kernels", timeout=5).read())
+            assert [k["execution_state"] for k in kernels] == ["busy"], kernels
+            status_bar = page.locator(".jp-StatusBar-Widget").first.text_content()
+            assert "Busy" in status_bar and "Idle" not in status_bar, status_bar
+
+            # SFT (the cell before): its heatmap shows the student's own samples, labelled so
+            sft_heat = [t for p_ in _plots(page) for t in p_["traces"] if t["type"] == "heatmap"
+                        and (t["meta"] or {}).get("run") == "sft"]
+            assert sft_heat and "student's own samples" in sft_heat[-1]["meta"]["whose"], sft_heat[:1]
+            page.locator(".js-plotly-plot").nth(1).screenshot(path=str(ARTIFACTS / "dashboard_sft_heatmap.png"))
+
+            # a drag-zoom on the length panel survives the next redraws (Plotly.react keeps uirevision)
+            curves = page.locator(".js-plotly-plot").nth(2)      # the OPD cell's curves (after SFT's two)
+            drag = curves.locator(".nsewdrag[data-subplot='xy']")
+            drag.scroll_into_view_if_needed()
+            box = drag.bounding_box()
+            y0 = box["y"] + box["height"] / 2
+            page.mouse.move(box["x"] + box["width"] * 0.2, y0)
+            page.mouse.down()
+            page.mouse.move(box["x"] + box["width"] * 0.5, y0, steps=8)
+            page.mouse.up()
+            zoomed = curves.evaluate("el => el.layout.xaxis.range.slice()")
+            assert curves.evaluate("el => el.layout.xaxis.autorange") is False
+            n0 = curves.evaluate(LENGTH_N_JS)
+            for _ in range(2):
+                page.wait_for_function(f"el => ({LENGTH_N_JS})(el) > {n0}", arg=curves.element_handle(),
+                                       timeout=10_000)
+                n0 = curves.evaluate(LENGTH_N_JS)
+                time.sleep(0.2)
+            assert curves.evaluate("el => el.layout.xaxis.range.slice()") == pytest.approx(zoomed), zoomed
+            assert not result_file.exists(), "training ended before the zoom could be checked"
+            page.screenshot(path=str(ARTIFACTS / "dashboard_zoomed.png"), full_page=False)
+
             # the heatmap shows token text
             plots = _plots(page)
             heat = [p_ for p_ in plots if any(t["type"] == "heatmap" for t in p_["traces"])]
@@ -180,13 +219,25 @@ def test_live_dashboard_in_jupyterlab(lab):
             assert any(tok in heat[-1]["svgText"] for tok in ("␣", "↵", "<eos>", "+", "=")), heat[-1]["svgText"][:200]
 
             # Stop, clicked while the training cell runs, ends training after the current step
-            page.click(".jupyter-widgets button:has-text('Stop')")
+            stop = page.locator(".jupyter-widgets button:has-text('Stop')").first
+            # every change of the button, timed in the page (the run may end, and re-arm it, quickly)
+            stop.evaluate("""b => { window.__stopLog = []; window.__clickT = null;
+                b.addEventListener('click', () => { window.__clickT = performance.now(); }, true);
+                new MutationObserver(() => window.__stopLog.push(
+                    {t: performance.now(), text: b.textContent, disabled: b.disabled}))
+                  .observe(b, {subtree: true, childList: true, characterData: true, attributes: true}); }""")
+            stop.click()
+            page.wait_for_function("() => window.__stopLog.some(e => e.disabled)", timeout=10_000)
+            log = page.evaluate("() => ({click: window.__clickT, log: window.__stopLog})")
+            ack = [e for e in log["log"] if e["disabled"] and re.search(r"stopping after step \d+", e["text"])]
+            # acknowledged within a second: disabled, and says after which step training ends
+            assert ack and ack[0]["t"] - log["click"] < 1000, log
             deadline = time.monotonic() + 60
             while not result_file.exists() and time.monotonic() < deadline:
                 time.sleep(0.5)
             assert result_file.exists(), "the notebook did not finish after Stop (see lab.log)"
             res = json.loads(result_file.read_text())
-            assert res["summary"]["reason"] == "stopped", res
+            assert res["summary"]["reason"] == "stopped" and res["end_state"] == "stopped by you", res
             assert res["summary"]["step"] < TOTAL_STEPS // 2, res
             assert res["pump"] == "ok" and res["error"] is None, res
             print("dashboard overhead in the browser run:", res["overhead"])

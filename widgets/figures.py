@@ -390,7 +390,7 @@ def token_heatmap_spec(samples: Sequence[dict], *, step: int | None = None, run:
               "colour_limit": lim, "whose": whose},
         **colour)
     problems = [dict(x=-0.5, y=label, xref="x", yref="y", xanchor="left", showarrow=False,
-                     text=f"<b>s{i}</b> problem: {html.escape(prompt)}", font=dict(size=12, color="#333"))
+                     text=f"<b>{html.escape(prompt)}</b>", font=dict(size=12, color="#333"))
                 for label, i, prompt in g["problem_rows"]]
     rows = max(len(g["y"]), 1)
     layout = dict(

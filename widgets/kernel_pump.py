@@ -106,6 +106,7 @@ class KernelPump:
 
         k._publish_status = publish_status
         self._held = publish_status
+        publish("busy", "shell", cell)   # an idle for another request may already be the latest word
         return True
 
     def release_busy(self) -> None:
