@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import random
 import sys
@@ -302,7 +303,10 @@ def test_papermill_static_notebook(tmp_path):
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.output_type == "error"]
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
-    assert f"KERNEL_PREFIX {sys.prefix}" in text, "the notebook ran in another Python than this venv"
+    # realpath: a worktree's .venv may be a symlink to a shared venv (the same Python)
+    kernel_prefix = re.search(r"KERNEL_PREFIX (\S+)", text).group(1)
+    assert os.path.realpath(kernel_prefix) == os.path.realpath(sys.prefix), \
+        "the notebook ran in another Python than this venv"
     figs = [o.data[PLOTLY_MIME] for o in outputs if o.output_type == "display_data" and PLOTLY_MIME in o.data]
     assert len(figs) == 4          # curves + tokens at the end of each of the two runs
     final_curves = [f for f in figs if any((t.get("meta") or {}).get("panel") == "length" for t in f["data"])][-1]
