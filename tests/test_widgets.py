@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import random
@@ -428,3 +429,126 @@ def test_lab_overrides_open_python_files_with_jupytext():
     make = (REPO / "Makefile").read_text()
     # installed where JupyterLab in the venv reads overrides: <sys.prefix>/share/jupyter/lab/settings
     assert "widgets/lab_overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json" in make
+
+
+# --- readability: legend, panel labels, axes, steps, eval markers, colour scale (figure data) ---------
+def test_legend_has_one_entry_per_run_and_panels_name_their_metrics():
+    store = RecordStore()
+    for run in ("sft", "grpo", "opd"):
+        feed(store, [make_record(s, run=run, method=run, teacher=run == "opd") for s in range(1, 31)])
+    fig = F.curves_figure(store)
+    shown = [t for t in fig.data if t.showlegend is not False]
+    # three runs + the max_new_tokens cap; every metric trace stays out of the legend
+    assert [t.name for t in shown] == ["sft", "grpo", "opd", "max_new_tokens = 64"]
+    assert {t.line.color for t in shown[:3]} == {F.run_colour(store, r) for r in ("sft", "grpo", "opd")}
+    titles = [a.text for a in fig.layout.annotations]
+    for _panel, title, _r, _c, _y, metrics in F.PANELS:
+        (t,) = [x for x in titles if title in x]
+        if len(metrics) > 1:     # the panel's own key: line style -> metric
+            for _key, label, dash in metrics:
+                assert f"{F.DASH_GLYPH[dash]} {label}" in t
+    # one quantity per panel, each y-axis titled; reward and KL on different axes
+    ytitles = {p[0]: fig.layout[("yaxis" + F._axis_ids(p[2], p[3])[1][1:])].title.text for p in F.PANELS}
+    assert ytitles["reward"] == "reward" and ytitles["signal"] == "nats" and ytitles["length"] == "tokens"
+    (rew,) = traces(fig, "reward", "reward/mean", "opd")
+    (kl,) = traces(fig, "signal", "teacher/reverse_kl", "opd")
+    assert rew.yaxis != kl.yaxis
+
+
+def test_steps_are_integer_ticks_and_eval_points_are_visible_markers():
+    store = RecordStore()
+    feed(store, [make_record(s, run="opd", eval_every=2) for s in range(1, 4)])
+    fig = F.curves_figure(store)
+    for p in F.PANELS:
+        xa = fig.layout["xaxis" + F._axis_ids(p[2], p[3])[0][1:]]
+        assert xa.tickformat == "d" and xa.dtick == 1      # 3 steps: no tick at 1.5
+    (ev,) = traces(fig, "accuracy", "eval/accuracy", "opd")
+    assert list(ev.x) == [2] and "markers" in ev.mode and ev.marker.size >= 8
+    feed(store, [make_record(s, run="opd", eval_every=2) for s in range(4, 40)])
+    fig = F.curves_figure(store)
+    assert fig.layout.xaxis.dtick is None and fig.layout.xaxis.tickformat == "d"   # plotly picks, integers only
+
+
+def test_heatmap_colour_scale_is_symmetric_and_clipped_at_the_95th_percentile():
+    samples = [_sample(40, seed=i) for i in range(3)]
+    samples[0]["token_reward"][5] = -20.0     # one extreme token
+    samples[1]["token_reward"][7] = 15.0
+    fig = F.token_heatmap(samples, wrap=16)
+    (h,) = fig.data
+    vals = sorted(abs(v) for s in samples for v in s["token_reward"])
+    # nearest-rank 95th percentile, computed here independently of robust_limit
+    want = vals[math.ceil(0.95 * len(vals)) - 1]
+    assert h.zmin == pytest.approx(-want) and h.zmax == pytest.approx(want) and want < 5
+    assert f"±{want:.2g}" in h.colorbar.title.text and "95th" in h.colorbar.title.text
+    assert F.robust_limit([None, 0.0, 0.01]) == 0.1       # never a zero-width scale
+
+
+def test_end_states_are_named_for_what_happened():
+    es = F.end_state
+    assert es({"reason": "completed"}) == "steps done"
+    assert es({"reason": "stopped", "message": "stopped by TrainingDashboard"}, stopped_by_you=True) == "stopped by you"
+    assert es({"reason": "stopped", "message": "stopped by TokenBudget"}) == "budget reached"
+    assert es({"reason": "stopped", "message": "early warning: truncation"}) == "stopped (early warning: truncation)"
+    assert es({"reason": "interrupted"}) == "interrupted"
+    assert es({"reason": "error", "message": "ValueError('x')"}) == "failed: ValueError('x')"
+    assert es({"reason": "nonfinite"}).startswith("failed")
+
+
+def test_budget_end_is_not_called_stopped_and_status_follows_the_running_run():
+    class TokenBudget:      # workbench.compare's callback, by name: the trainer's message names it
+        def on_step(self, rec):
+            return rec["step"] >= 2
+
+    dash = TrainingDashboard(mode="static")
+    ctl = dash.controls
+    status = ctl.children[1].children[1]
+    SyntheticTrainer(run="sft", total_steps=3).run(3, callbacks=[TokenBudget(), dash])
+    assert dash.store.runs["sft"].end["end_state"] == "budget reached"
+    assert "budget reached" in F.header_lines(dash.store)[0] and "stopped" not in F.header_lines(dash.store)[0]
+    assert "sft" in status.value and "budget reached" in status.value
+
+    class Watch:
+        def on_step(self, rec):
+            seen.append(status.value)
+
+    seen = []
+    SyntheticTrainer(run="grpo", total_steps=2).run(2, callbacks=[dash, Watch()])
+    assert all("grpo" in v and "running" in v for v in seen), seen    # not "sft: budget reached"
+    assert "grpo" in status.value and "steps done" in status.value
+
+
+def test_stop_is_acknowledged_with_the_step_it_ends_after():
+    dash = TrainingDashboard(mode="static")
+    btn = dash.controls.children[0].children[0]
+    states = []
+
+    class ClickAt:
+        def on_step(self, rec):
+            if rec["step"] == 4:
+                btn.click()
+                states.append((btn.description, btn.disabled))
+
+    # clicked after the dashboard saw step 4: its next on_step (step 5) asks to stop
+    summary = SyntheticTrainer(run="x", total_steps=50).run(50, callbacks=[dash, ClickAt()])
+    assert states == [("stopping after step 5", True)] and summary["step"] == 5
+    assert dash.store.runs["x"].end["end_state"] == "stopped by you"
+
+
+# --- SFT: the dashboard shows the student's own samples ------------------------------------------------
+def test_sft_runs_plot_and_show_the_students_own_samples():
+    dash = TrainingDashboard(mode="static")
+    SyntheticTrainer(run="sft", method="sft", total_steps=20, teacher=False,
+                     student_samples_every=5).run(20, callbacks=[dash])
+    fig = dash.figures()["curves"]
+    (length,) = traces(fig, "length", "rollout/mean_length", "sft")
+    assert length.meta["source"] == "student_samples/mean_length" and list(length.x) == [5, 10, 15, 20]
+    assert "student's own samples" in length.name
+    # no student-sample series for the max length: the teacher traces, said so
+    (mx,) = traces(fig, "length", "rollout/max_length", "sft")
+    assert mx.meta["source"] == "rollout/max_length" and "teacher traces" in mx.name
+    tokens = dash.specs()["tokens"]["data"][0]
+    assert tokens["meta"]["step"] == 20 and tokens["meta"]["whose"] == F.STUDENT_SAMPLES_WHOSE
+    assert tokens["meta"]["colour_by"] == "token_reward"          # scored by the teacher
+    dash.sample_view = "training"                                # the teacher-trace view stays available
+    tokens = dash.specs()["tokens"]["data"][0]
+    assert tokens["meta"]["whose"] == F.TEACHER_TRACES_WHOSE and tokens["meta"]["colour_by"] == "student_logprob"

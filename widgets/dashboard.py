@@ -155,6 +155,7 @@ class TrainingDashboard:
         self._view: _LiveView | None = None     # the outputs of the cell drawing live
         self._stopped_by_you: set[str] = set()   # runs this dashboard's Stop ended
         self._latest_step: int | None = None
+        self._in_pump = False
 
     # ---- callback protocol (docs/records.md) -------------------------------------------
     def on_start(self, info: dict) -> None:
@@ -179,7 +180,11 @@ class TrainingDashboard:
         self._latest_step = int(record["step"])
         if self.mode == "live":
             if self._pump is not None:
-                self._pump.pump()
+                self._in_pump = True     # a Stop clicked now ends the run after this step
+                try:
+                    self._pump.pump()
+                finally:
+                    self._in_pump = False
             if self._dirty or time.monotonic() - self._last_redraw >= self.min_redraw_s:
                 self._render()
         self._t_step += time.perf_counter() - t0
@@ -216,8 +221,9 @@ class TrainingDashboard:
         """The step after which a Stop takes effect: the one in progress (or just recorded)."""
         if self._latest_step is None:
             return None
-        # Clicks are handled inside on_step, after step k's record: the trainer ends after step k.
-        return self._latest_step
+        # A click handled by the pump inside on_step(k) makes on_step return True: the run ends after k.
+        # Any other time (between callbacks, another thread) the next on_step sees it: after k + 1.
+        return self._latest_step + (0 if self._in_pump else 1)
 
     @property
     def stop_requested(self) -> bool:

@@ -95,7 +95,7 @@ class SyntheticTrainer:
         for cb in callbacks:
             if hasattr(cb, "on_start"):
                 cb.on_start(info)
-        reason = "error"
+        reason, message = "error", None
         try:
             reason = "completed"
             for _ in range(n):
@@ -104,6 +104,7 @@ class SyntheticTrainer:
                 for cb in callbacks:
                     if hasattr(cb, "on_step") and cb.on_step(rec):
                         stop = True
+                        message = f"stopped by {type(cb).__name__}"    # as workbench.trainer words it
                 if stop:
                     reason = "stopped"
                     break
@@ -114,7 +115,7 @@ class SyntheticTrainer:
             reason = "error"
             raise
         finally:
-            summary = {"run": self.run_name, "reason": reason, "step": self.step_count}
+            summary = {"run": self.run_name, "reason": reason, "step": self.step_count, "message": message or reason}
             for cb in callbacks:
                 if hasattr(cb, "on_end"):
                     cb.on_end(summary)
