@@ -552,3 +552,47 @@ def test_sft_runs_plot_and_show_the_students_own_samples():
     dash.sample_view = "training"                                # the teacher-trace view stays available
     tokens = dash.specs()["tokens"]["data"][0]
     assert tokens["meta"]["whose"] == F.TEACHER_TRACES_WHOSE and tokens["meta"]["colour_by"] == "student_logprob"
+
+
+def test_live_redraws_update_the_cells_outputs_in_place():
+    """Live mode inside IPython: the first draw displays header, figures and a script slot with display ids;
+    every later redraw updates exactly those ids, the script calling Plotly.react on this dashboard's figures."""
+    from IPython.core.displaypub import DisplayPublisher
+    from IPython.core.interactiveshell import InteractiveShell
+
+    published = []
+
+    class Recorder(DisplayPublisher):
+        def publish(self, data, metadata=None, source=None, *, transient=None, update=False, **kw):
+            published.append({"data": data, "id": (transient or {}).get("display_id"), "update": update})
+
+    existed = InteractiveShell.initialized()
+    shell = InteractiveShell.instance()
+    saved = shell.display_pub
+    shell.display_pub = Recorder(shell=shell)
+    try:
+        dash = TrainingDashboard(mode="live", min_redraw_s=0, pump_kernel=False)
+        SyntheticTrainer(run="opd", total_steps=3).run(3, callbacks=[dash])
+    finally:
+        shell.display_pub = saved
+        if not existed:              # later tests run outside IPython again
+            InteractiveShell.clear_instance()
+            sys.displayhook = sys.__displayhook__
+    first = [p for p in published if not p["update"]]
+    # the controls (shown with the figures: the user did not show them in a cell of their own), once
+    assert "application/vnd.jupyter.widget-view+json" in first[0]["data"] and first[0]["id"] is None
+    first = first[1:]
+    assert [("text/html" in p["data"], PLOTLY_MIME in p["data"]) for p in first] == \
+        [(True, False), (False, True), (False, True), (False, False)]     # header, curves, tokens, script slot
+    ids = [p["id"] for p in first]
+    assert all(ids) and len(set(ids)) == 4
+    updates = [p for p in published if p["update"]]
+    assert {p["id"] for p in updates} == set(ids) and len(updates) == 4 * 4   # 3 steps + the final redraw
+    uid = first[1]["data"][PLOTLY_MIME]["layout"]["meta"]["dashboard"]
+    last = {p["id"]: p["data"] for p in updates[-4:]}
+    script = last[ids[3]]["application/javascript"]
+    assert "P.react(el" in script and json.dumps(uid) in script
+    curves = last[ids[1]][PLOTLY_MIME]
+    assert curves["layout"]["meta"] == {"dashboard": uid, "figure": "curves"} and curves["layout"]["uirevision"]
+    (length,) = [t for t in curves["data"] if t["meta"]["key"] == "rollout/mean_length"]
+    assert length["x"] == [1, 2, 3]       # the saved output holds the final data
