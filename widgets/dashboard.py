@@ -417,10 +417,10 @@ class TrainingDashboard:
     # ---- controls (ipywidgets; live mode) ------------------------------------------------
     @property
     def controls(self):
-        """Stop button, run + sample-batch selector, smoothing slider (an ipywidgets VBox).
+        """Stop button, run + sample-batch selector, smoothing slider, heatmap view (an ipywidgets VBox).
 
-        Show it in its own cell before the training cell: the training cell's output
-        is cleared at every redraw, which would also re-create the controls' views.
+        Show it in its own cell before the training cells to keep one set of controls in view;
+        otherwise each training cell shows them once above its figures.
         """
         if self._controls is None:
             self._build_controls()
@@ -511,5 +511,7 @@ class TrainingDashboard:
                 self._batch_label.value = label
             if abs(self._smooth.value - self.smoothing) > 1e-12:
                 self._smooth.value = self.smoothing
+            if self._view_dd.value != self.sample_view:
+                self._view_dd.value = self.sample_view
         finally:
             self._syncing = False
