@@ -6,6 +6,7 @@ ipywidgets, plotly, playwright. Never runs `playwright install` (no downloads he
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -51,22 +52,13 @@ def _wait_http(url: str, timeout: float, proc: subprocess.Popen) -> None:
     raise TimeoutError(f"{url} did not answer in {timeout}s")
 
 
-@pytest.fixture
-def lab(tmp_path):
-    """JupyterLab on 127.0.0.1:<free port>, empty token, root_dir = tmp_path; killed by PID."""
+@contextlib.contextmanager
+def _jupyterlab(tmp_path, root, *args):
+    """JupyterLab on 127.0.0.1:<free port>, empty token, root_dir = root; killed by PID."""
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium")
     pytest.importorskip("playwright.sync_api")
     pytest.importorskip("jupyterlab")
-    root = tmp_path / "nb"
-    root.mkdir()
-    shutil.copy(FIXTURES / "synthetic_records.py", root)
-    nb = json.loads((FIXTURES / "dashboard_live.ipynb").read_text())
-    for cell in nb["cells"]:
-        if "parameters" in cell.get("metadata", {}).get("tags", []):
-            cell["source"] = (f"total_steps = {TOTAL_STEPS}\nsleep_s = {SLEEP_S}\n"
-                              f"repo_root = {str(REPO)!r}\nfixtures_dir = '.'")
-    (root / "dashboard_live.ipynb").write_text(json.dumps(nb))
     port = _free_port()
     env = dict(os.environ)
     for var, sub in (("JUPYTER_RUNTIME_DIR", "runtime"), ("JUPYTERLAB_SETTINGS_DIR", "settings"),
@@ -76,7 +68,7 @@ def lab(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
          "--ServerApp.token=", "--ServerApp.password=", f"--ServerApp.root_dir={root}",
-         "--ServerApp.open_browser=False", "--LabApp.news_url=", "--allow-root"],
+         "--ServerApp.open_browser=False", "--LabApp.news_url=", "--allow-root", *args],
         stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         _wait_http(f"http://127.0.0.1:{port}/api/status", 90, proc)
@@ -90,6 +82,22 @@ def lab(tmp_path):
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
         log.close()
+
+
+@pytest.fixture
+def lab(tmp_path):
+    """JupyterLab serving the live-dashboard fixture notebook."""
+    root = tmp_path / "nb"
+    root.mkdir()
+    shutil.copy(FIXTURES / "synthetic_records.py", root)
+    nb = json.loads((FIXTURES / "dashboard_live.ipynb").read_text())
+    for cell in nb["cells"]:
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            cell["source"] = (f"total_steps = {TOTAL_STEPS}\nsleep_s = {SLEEP_S}\n"
+                              f"repo_root = {str(REPO)!r}\nfixtures_dir = '.'")
+    (root / "dashboard_live.ipynb").write_text(json.dumps(nb))
+    with _jupyterlab(tmp_path, root) as info:
+        yield info
 
 
 PLOTS_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(el => ({
@@ -260,5 +268,50 @@ def test_live_dashboard_in_jupyterlab(lab):
             except Exception:
                 pass
             raise
+        finally:
+            browser.close()
+
+
+def test_double_click_opens_a_paired_notebook_as_a_notebook(tmp_path):
+    """The settings `make setup` installs (<venv>/share/jupyter/lab/settings/overrides.json) make a
+    double-click on notebooks/*.py open the notebook view, not the text editor."""
+    from playwright.sync_api import sync_playwright
+
+    root = tmp_path / "nb"
+    root.mkdir()
+    shutil.copy(REPO / "notebooks" / "00_quickstart.py", root)
+    shutil.copy(REPO / "jupytext.toml", root)
+    app_settings = tmp_path / "app_settings"      # where the venv's JupyterLab reads overrides.json
+    app_settings.mkdir()
+    shutil.copy(REPO / "widgets" / "lab_overrides.json", app_settings / "overrides.json")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with _jupyterlab(tmp_path, root, f"--LabApp.app_settings_dir={app_settings}") as lab_, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--headless=new", "--no-sandbox", "--disable-gpu",
+                                          "--disable-background-networking", "--no-first-run"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{lab_['url']}/lab", wait_until="domcontentloaded")
+            item = page.locator(".jp-DirListing-item:has-text('00_quickstart.py')")
+            item.wait_for(timeout=60_000)
+            item.dblclick()
+            page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for(timeout=60_000)
+            page.wait_for_timeout(1500)
+            page.screenshot(path=str(ARTIFACTS / "double_click_notebook.png"))
+            # the notebook view: the quickstart's cells (markdown and code), no text editor
+            cells = page.locator(".jp-NotebookPanel .jp-Cell")
+            assert cells.count() > 3
+            assert "Quickstart" in page.locator(".jp-NotebookPanel").first.text_content()
+            assert page.locator(".jp-FileEditor:visible").count() == 0
+            # saving it unchanged leaves the tracked file as it was (jupytext.toml)
+            before = (root / "00_quickstart.py").stat().st_mtime_ns
+            page.locator(".jp-NotebookPanel .jp-Cell").first.click()
+            page.keyboard.press("Control+s")
+            deadline = time.monotonic() + 20
+            while (root / "00_quickstart.py").stat().st_mtime_ns == before and time.monotonic() < deadline:
+                time.sleep(0.3)
+            assert (root / "00_quickstart.py").stat().st_mtime_ns != before, "the save did not happen"
+            time.sleep(0.5)
+            assert (root / "00_quickstart.py").read_text() == (REPO / "notebooks" / "00_quickstart.py").read_text()
         finally:
             browser.close()
