@@ -596,3 +596,48 @@ def test_live_redraws_update_the_cells_outputs_in_place():
     assert curves["layout"]["meta"] == {"dashboard": uid, "figure": "curves"} and curves["layout"]["uirevision"]
     (length,) = [t for t in curves["data"] if t["meta"]["key"] == "rollout/mean_length"]
     assert length["x"] == [1, 2, 3]       # the saved output holds the final data
+
+
+def test_stop_clicks_are_handled_in_the_middle_of_a_long_step():
+    """A real kernel: a cell whose "step" blocks for 3 s; a comm message for the listened-to comm is
+    handled on the listener thread within a fraction of a second, one for another comm waits for pump()."""
+    import queue
+    jc = pytest.importorskip("jupyter_client.manager")
+    km, kc = jc.start_new_kernel(kernel_name="python3", cwd=str(REPO))
+    try:
+        kc.execute_interactive(
+            f"import sys, time, threading; sys.path.insert(0, {str(REPO)!r})\n"
+            "from widgets.kernel_pump import KernelPump\n"
+            "got = []\n"
+            "def target(comm, msg):\n"
+            "    comm.on_msg(lambda m: got.append((comm.comm_id, time.time(), threading.current_thread().name)))\n"
+            "get_ipython().kernel.comm_manager.register_target('probe', target)\n", timeout=60)
+        for cid in ("fast", "slow"):
+            kc.shell_channel.send(kc.session.msg("comm_open", {"comm_id": cid, "target_name": "probe", "data": {}}))
+        time.sleep(1.0)
+        kc.execute("p = KernelPump(); assert p.listen(['fast'])\n"
+                   "t0 = time.time(); time.sleep(3.0)        # one long step: nothing pumps meanwhile\n"
+                   "t1 = time.time(); p.pump(); p.stop_listening()\n"
+                   "print('RESULT', [(c, round(t - t0, 2), th) for c, t, th in got], round(t1 - t0, 2))")
+        time.sleep(1.0)
+        for cid in ("fast", "slow"):
+            kc.shell_channel.send(kc.session.msg("comm_msg", {"comm_id": cid, "data": {"click": 1}}))
+        out = ""
+        while "RESULT" not in out:
+            m = kc.get_iopub_msg(timeout=30)
+            if m["msg_type"] == "error":
+                raise AssertionError(m["content"])
+            if m["msg_type"] == "stream":
+                out += m["content"]["text"]
+        got, step_s = eval(out.split("RESULT", 1)[1].strip().rsplit(" ", 1)[0]), float(out.split()[-1])
+        assert len(got) == 2, out
+        (fast,) = [g for g in got if g[0] == "fast"]
+        (slow,) = [g for g in got if g[0] == "slow"]
+        # sent ~1 s into the 3 s step: handled mid-step on the listener; the other only at pump()
+        assert fast[1] < step_s - 1.0 and fast[2] == "dashboard-kernel-pump"
+        assert slow[1] >= step_s and slow[2] == "MainThread"
+        # the kernel answers normally afterwards
+        assert kc.execute_interactive("1 + 1", timeout=30)["content"]["status"] == "ok"
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)

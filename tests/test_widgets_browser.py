@@ -28,7 +28,7 @@ FIXTURES = Path(__file__).parent / "notebooks_fixtures"
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"
 TOTAL_STEPS = 2000
-SLEEP_S = 0.02
+SLEEP_S = 1.5     # a step longer than the 1 s Stop must be acknowledged in: heard mid-step, not between steps
 
 
 def _free_port() -> int:
@@ -115,9 +115,9 @@ def _plots(page):
     return page.evaluate(PLOTS_JS)
 
 
-def _length_points(plots) -> int:
+def _length_points(plots, run: str = "opd") -> int:
     return max([t["n"] for p in plots for t in p["traces"]
-                if (t["meta"] or {}).get("key") == "rollout/mean_length"] or [0])
+                if (t["meta"] or {}).get("key") == "rollout/mean_length" and t["meta"].get("run") == run] or [0])
 
 
 def _wait_kernel_idle(page, timeout: float = 90) -> None:
@@ -175,11 +175,11 @@ def test_live_dashboard_in_jupyterlab(lab):
             # plots appear and the rollout-length series grows while training runs
             page.wait_for_function(
                 "() => Array.from(document.querySelectorAll('.js-plotly-plot'))"
-                ".some(el => (el.data || []).some(t => t.meta && t.meta.key === 'rollout/mean_length'))",
-                timeout=90_000)
+                ".some(el => (el.data || []).some(t => t.meta && t.meta.key === 'rollout/mean_length'"
+                " && t.meta.run === 'opd'))", timeout=90_000)
             seen = [_length_points(_plots(page))]
             for _ in range(2):
-                time.sleep(2.5)
+                time.sleep(max(2.5, 1.5 * SLEEP_S))
                 seen.append(_length_points(_plots(page)))
             assert not result_file.exists(), "training ended before it could be watched"
             assert seen[0] > 0 and seen[1] > seen[0] and seen[2] > seen[1], seen
@@ -236,10 +236,13 @@ def test_live_dashboard_in_jupyterlab(lab):
                   .observe(b, {subtree: true, childList: true, characterData: true, attributes: true}); }""")
             stop.click()
             page.wait_for_function("() => window.__stopLog.some(e => e.disabled)", timeout=10_000)
+            stop.scroll_into_view_if_needed()
+            page.screenshot(path=str(ARTIFACTS / "dashboard_stopping.png"))
             log = page.evaluate("() => ({click: window.__clickT, log: window.__stopLog})")
             ack = [e for e in log["log"] if e["disabled"] and re.search(r"stopping after step \d+", e["text"])]
-            # acknowledged within a second: disabled, and says after which step training ends
+            # acknowledged within a second (steps take SLEEP_S): disabled, and says after which step it ends
             assert ack and ack[0]["t"] - log["click"] < 1000, log
+            stop_after = int(re.search(r"stopping after step (\d+)", ack[0]["text"]).group(1))
             deadline = time.monotonic() + 60
             while not result_file.exists() and time.monotonic() < deadline:
                 time.sleep(0.5)
@@ -247,6 +250,7 @@ def test_live_dashboard_in_jupyterlab(lab):
             res = json.loads(result_file.read_text())
             assert res["summary"]["reason"] == "stopped" and res["end_state"] == "stopped by you", res
             assert res["summary"]["step"] < TOTAL_STEPS // 2, res
+            assert res["summary"]["step"] == stop_after, (res, stop_after)
             assert res["pump"] == "ok" and res["error"] is None, res
             print("dashboard overhead in the browser run:", res["overhead"])
 

@@ -173,6 +173,10 @@ class TrainingDashboard:
             if self._controls_auto:   # not shown by the user: show them with the figures of this cell
                 self._controls_cell = _execution_count()
             self._render()
+            if self._pump is not None and self._controls is not None:
+                comm = getattr(self._stop_btn, "comm", None)
+                if comm is not None:   # Stop clicks are heard mid-step (kernel_pump.listen)
+                    self._pump.listen([comm.comm_id])
 
     def on_step(self, record: dict) -> bool:
         t0 = time.perf_counter()
@@ -199,6 +203,8 @@ class TrainingDashboard:
         rs = self.store.finish(summary)
         self._running.discard(rs.run)
         if self._pump is not None:
+            if not self._running:
+                self._pump.stop_listening()
             self._pump.pump()
             if not self._running:
                 self._pump.release_busy()

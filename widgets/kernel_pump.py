@@ -8,6 +8,13 @@ shell stream from inside the cell; its trick does not apply to ipykernel 7, whos
 shell messages come from a "shell channel" thread over an in-process ZMQ socket
 pair to the main thread.
 
+Mid-step Stop (`listen(comm_ids)` / `stop_listening()`): pump() runs between steps, so with
+steps of several seconds a click would wait for the step. While a run is live the dashboard lets
+a thread read the socket instead: messages for the Stop button's comm are handled on that thread
+at once (the button is disabled and relabelled within ~50 ms); every other message is queued, in
+order, for pump() on the main thread. The listener stops in on_end, before the cell returns and the
+kernel's own loop reads the socket again.
+
 What `KernelPump.pump()` does (ipykernel 7, main shell only), called from
 `on_step`:
   1. read every message already waiting on that in-process socket (non-blocking);
@@ -40,6 +47,7 @@ interrupt (the trainer ends with reason "interrupted") still work.
 from __future__ import annotations
 
 import threading
+from collections import deque
 from typing import Any
 
 _COMM_TYPES = {"comm_open", "comm_msg", "comm_close"}
@@ -57,6 +65,9 @@ class KernelPump:
         self._socket: Any = None
         self._stream: Any = None
         self._held: Any = None    # the kernel's status publisher while hold_busy() is on
+        self._listener: threading.Thread | None = None
+        self._stop_listener = threading.Event()
+        self._pending: deque = deque()   # frames the listener read for the main thread, in order
         try:
             self._setup()
         except Exception as e:  # never let the dashboard fail because of this
@@ -82,6 +93,7 @@ class KernelPump:
                            "widget clicks are handled only between cells")
             return
         self._kernel, self._socket, self._stream = kernel, pair.to_socket, stream
+        self._shell = ip
         self._main_thread = getattr(manager, "_parent_thread", threading.main_thread())
         self.available, self.reason = True, "ok"
 
@@ -114,6 +126,56 @@ class KernelPump:
             del self._kernel._publish_status       # back to the class's method
         self._held = None
 
+    def listen(self, comm_ids, poll_ms: int = 50) -> bool:
+        """Read the shell socket on a thread of its own until `stop_listening()`, so that messages for
+        `comm_ids` (the Stop button's) are handled within `poll_ms`, in the middle of a long step.
+
+        Everything else is kept, in order, for `pump()` to handle on the main thread (widget callbacks
+        that touch the dashboard's state, the next cells' execute requests). While the thread runs it
+        is the only reader of the socket; the kernel's own loop reads it again after the cell.
+        """
+        if not self.available or self._listener is not None:
+            return self._listener is not None
+        import zmq
+
+        fast = set(comm_ids)
+        stop = threading.Event()
+
+        def run():
+            while not stop.is_set():
+                try:
+                    if not self._socket.poll(poll_ms, zmq.POLLIN):
+                        continue
+                    frames = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.ZMQError:
+                    continue
+                if self._comm_id(frames) in fast:
+                    self._handle_comm(frames)
+                    self.handled += 1
+                else:
+                    self._pending.append(frames)
+
+        self._stop_listener = stop
+        self._listener = threading.Thread(target=run, name="dashboard-kernel-pump", daemon=True)
+        self._listener.start()
+        # whatever happens to the run, the socket goes back to the kernel when the cell ends
+        self._shell.events.register("post_run_cell", self._after_cell)
+        return True
+
+    def stop_listening(self) -> None:
+        if self._listener is not None:
+            self._stop_listener.set()
+            self._listener.join()
+            self._listener = None
+            try:
+                self._shell.events.unregister("post_run_cell", self._after_cell)
+            except ValueError:
+                pass
+
+    def _after_cell(self, *_args) -> None:
+        self.stop_listening()
+        self.pump()       # hand what the listener queued to the kernel, in order
+
     def pump(self, limit: int = 100) -> int:
         """Process up to `limit` waiting messages; return how many comm messages were handled."""
         if not self.available or threading.current_thread() is not self._main_thread:
@@ -122,12 +184,17 @@ class KernelPump:
 
         handled = 0
         for _ in range(limit):
-            try:
-                if not self._socket.poll(0, zmq.POLLIN):
-                    break
-                frames = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.ZMQError:
+            if self._pending:                 # read by the listener thread, in arrival order
+                frames = self._pending.popleft()
+            elif self._listener is not None:  # the listener owns the socket
                 break
+            else:
+                try:
+                    if not self._socket.poll(0, zmq.POLLIN):
+                        break
+                    frames = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.ZMQError:
+                    break
             if self._msg_type(frames) in _COMM_TYPES:
                 self._handle_comm(frames)
                 handled += 1
@@ -137,6 +204,19 @@ class KernelPump:
         return handled
 
     # -- internals ------------------------------------------------------------
+    def _comm_id(self, frames) -> str | None:
+        """The comm a comm_msg is for (None for any other message)."""
+        if self._msg_type(frames) != "comm_msg":
+            return None
+        session = self._kernel.session
+        try:
+            _, msg = session.feed_identities(frames, copy=False)
+            # content=False: a signed message may be deserialised with content only once (replay check)
+            header = session.deserialize(msg, content=False, copy=False)
+            return session.unpack(header["content"]).get("comm_id")
+        except Exception:
+            return None
+
     def _msg_type(self, frames) -> str | None:
         if len(frames) == 1:   # ipykernel's internal "stop aborting" marker
             return None
