@@ -546,6 +546,7 @@ def test_sft_runs_plot_and_show_the_students_own_samples():
     # no student-sample series for the max length: the teacher traces, said so
     (mx,) = traces(fig, "length", "rollout/max_length", "sft")
     assert mx.meta["source"] == "rollout/max_length" and "teacher traces" in mx.name
+    assert mx.line.color.startswith("rgba(") and not length.line.color.startswith("rgba(")   # drawn faint
     tokens = dash.specs()["tokens"]["data"][0]
     assert tokens["meta"]["step"] == 20 and tokens["meta"]["whose"] == F.STUDENT_SAMPLES_WHOSE
     assert tokens["meta"]["colour_by"] == "token_reward"          # scored by the teacher

@@ -469,7 +469,7 @@ class TrainingDashboard:
         self._stop_btn.description = ("Stop" if not stopping else
                                       "stopping after step " + (str(after) if after is not None else "…"))
         self._stop_btn.disabled = stopping
-        self._stop_btn.layout.width = "190px" if stopping else "110px"
+        self._stop_btn.layout.width = "240px" if stopping else "110px"
 
     def _set_status(self, text: str) -> None:
         self._status.value = _html.escape(text)

@@ -204,10 +204,12 @@ def curves_spec(store: RecordStore, smoothing: float = 0.0, height: int = 820) -
                         line=dict(color=_rgba(colour, 0.25), dash=dash, width=1),
                         marker=dict(size=4), meta=dict(meta, smoothed=False, shadow=True)))
                     ys = ema(ys, smoothing)
+                # the teacher's traces under a student run's colour: drawn faint, so they do not read as the student
+                line_colour = _rgba(colour, 0.35) if suffix == " (teacher traces)" else colour
                 data.append(dict(
                     type="scatter", x=xs, y=ys, xaxis=xa, yaxis=ya, mode=mode, name=name,
-                    legendgroup=run, showlegend=False, line=dict(color=colour, dash=dash, width=2),
-                    marker=dict(marker, color=colour),
+                    legendgroup=run, showlegend=False, line=dict(color=line_colour, dash=dash, width=2),
+                    marker=dict(marker, color=line_colour),
                     hovertemplate=f"{html.escape(name)}<br>step %{{x}}: %{{y:.4g}}<extra></extra>",
                     meta=meta))
         if panel == "length":
@@ -376,9 +378,10 @@ def token_heatmap_spec(samples: Sequence[dict], *, step: int | None = None, run:
         what = ("no teacher for this method: colour = the student log-prob of its own tokens, a different scale "
                 "(yellow: confident, purple: unlikely)")
     whose = whose or "the latest samples"
+    small = "<br><span style='font-size:12px'>"
     title = (f"Tokens of {whose}{' (' + where + ')' if where else ''}"
-             f"<br><sup>{what}<br>rows: ✓/✗ correct, s<i>i</i> = sample <i>i</i>, @<i>k</i> = tokens from "
-             f"position <i>k</i> ({wrap} per row), ✂ = truncated at max_new_tokens</sup>")
+             f"{small}{what}</span>{small}rows: ✓/✗ correct, s<i>i</i> = sample <i>i</i>, @<i>k</i> = tokens "
+             f"from position <i>k</i> ({wrap} per row), ✂ = truncated at max_new_tokens</span>")
     trace = dict(
         type="heatmap", z=g["z"], text=g["text"], customdata=g["customdata"], y=g["y"],
         x=list(range(wrap)), texttemplate="%{text}", textfont=dict(size=11),
