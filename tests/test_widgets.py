@@ -642,3 +642,22 @@ def test_stop_clicks_are_handled_in_the_middle_of_a_long_step():
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+def test_bench_dashboard_live_row_measures_real_redraws():
+    """`python -m workbench bench dashboard` reports the live dashboard's cost from redraws that happened."""
+    import torch
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from workbench.bench import bench_dashboard
+
+    existed = InteractiveShell.initialized()
+    try:
+        row = bench_dashboard(1, torch.device("cpu"), steps_per_run=2, mode="live")
+    finally:
+        if not existed:
+            InteractiveShell.clear_instance()
+            sys.displayhook = sys.__displayhook__
+    assert not row.get("skipped"), row
+    assert row["mode"] == "live" and row["redraws"] >= 2 and row["redraw_ms"] > 0
+    assert row["step_s_with"] > 0 and row["step_s_without"] > 0 and "overhead_frac_paired" in row
