@@ -1,7 +1,8 @@
 # OPD Workbench — one-command set-up, tests and demos.
 #
 #   make setup      create .venv, install torch (pinned) then the project with its dev extras,
-#                   and register the venv's Jupyter kernel ("Python 3 (opd-workbench)")
+#                   and register the venv's Jupyter kernel ("Python 3 (opd-workbench)"); JupyterLab in the
+#                   venv opens the paired notebooks/*.py as notebooks on double-click (lab_overrides.json)
 #   make test       the test suite (what CI runs)       make test-slow   the long checks (-m slow)
 #   make demo       00_quickstart -> runs/demo          make bench       benchmarks (JSON)
 #   make zoo        rebuild the shipped toy checkpoints make browser-deps chromium for the browser tests
@@ -34,6 +35,7 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install torch==2.13.0
 	$(PIP) install -e '.[$(EXTRAS)]'
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (opd-workbench)"
+	install -D -m 644 widgets/lab_overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
 	touch $(STAMP)
 
 test: setup

@@ -5,10 +5,6 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
-#   kernelspec:
-#     display_name: Python 3
-#     language: python
-#     name: python3
 # ---
 
 # %% [markdown]
@@ -81,8 +77,8 @@ pd.Series(audit_start, name="zoo student").to_frame()
 # GRPO: 8 attempts per problem (batch 64 = 8 problems x 8). OPD: 64 problems, one attempt each,
 # every position scored by the teacher (the exact full-vocabulary reverse KL, `loss="full_kl"`,
 # learning rate 1e-3, as in notebook 00). All runs start from the zoo student and stop at the same
-# number of student tokens. On the dashboard, watch the signal panel: GRPO's verifier reward
-# against OPD's teacher token reward.
+# number of student tokens. On the dashboard, compare the verifier-reward panel (GRPO's only
+# signal) with the teacher-signal panel below it (OPD's per-token reward, in nats).
 
 # %%
 dash = TrainingDashboard(mode=mode)

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 # Keys that describe the record rather than measure something.
-_NON_SERIES_KEYS = {"step", "run", "method", "total_steps", "max_new_tokens", "samples", "warning"}
+_NON_SERIES_KEYS = {"step", "run", "method", "total_steps", "max_new_tokens", "samples", "student_samples",
+                    "warning"}
 _SAMPLE_FIELDS = ("prompt", "tokens", "token_reward", "student_logprob", "correct", "reward", "truncated")
 
 
@@ -78,6 +79,7 @@ class RunSeries:
     config: dict = field(default_factory=dict)
     series: dict[str, Series] = field(default_factory=dict)
     samples: deque = field(default_factory=deque)   # of (step, [sample, ...])
+    student_samples: deque = field(default_factory=deque)   # record["student_samples"] (SFT runs)
     last_step: int | None = None
     last_seq: int = -1                  # store-wide order of this run's latest step
     last_scalars: dict[str, Any] = field(default_factory=dict)
@@ -124,7 +126,8 @@ class RecordStore:
     def _run(self, name: str) -> RunSeries:
         r = self.runs.get(name)
         if r is None:
-            r = RunSeries(run=name, samples=deque(maxlen=self.max_sample_batches))
+            r = RunSeries(run=name, samples=deque(maxlen=self.max_sample_batches),
+                          student_samples=deque(maxlen=self.max_sample_batches))
             self.runs[name] = r
         return r
 
@@ -163,6 +166,8 @@ class RecordStore:
         samples = record.get("samples")
         if samples:
             r.samples.append((step, [_clean_sample(s) for s in samples]))
+        if record.get("student_samples"):
+            r.student_samples.append((step, [_clean_sample(s) for s in record["student_samples"]]))
         r.last_step = step
         r.last_seq = self._seq
         self._seq += 1
@@ -191,9 +196,18 @@ class RecordStore:
             return None
         return max(reversed(list(self.runs)), key=lambda n: self.runs[n].last_seq)
 
-    def sample_batches(self, run: str) -> list[tuple[int, list[dict]]]:
+    def sample_batches(self, run: str, student: bool = False) -> list[tuple[int, list[dict]]]:
+        """Kept sample batches of `run`: the training rollouts, or (student=True) the student's own
+        samples that source="teacher" runs record every few steps."""
         r = self.runs.get(run)
-        return list(r.samples) if r else []
+        if not r:
+            return []
+        return list(r.student_samples if student else r.samples)
+
+    def teacher_data(self, run: str) -> bool:
+        """Whether `run` trains on someone else's text (source="teacher": SFT, filtered SFT)."""
+        r = self.runs.get(run)
+        return bool(r) and (r.config or {}).get("source") == "teacher"
 
     def total_points(self) -> int:
         """Stored points over all runs and series (for memory checks)."""

@@ -97,6 +97,8 @@ class TrainConfig:
                                         #   learning rates, so the reported "test" numbers are not selected on)
     eval_sampled: bool = True
     num_samples: int = 4                # token-level samples per record
+    student_samples_every: int = 10     # source="teacher": sample the student on the step's prompts every
+                                        #   N steps, teacher-scored, as evaluation (0: off; student_samples.py)
     seed: int = 0
     device: str = "auto"
     out: str | None = None              # run directory (None: nothing written)
@@ -170,7 +172,7 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError(msg)
 
     for name in ("steps", "batch_size", "eval_problems", "topk", "warmup_steps", "eval_every", "save_every",
-                 "num_samples", "max_nonfinite", "seed"):
+                 "num_samples", "student_samples_every", "max_nonfinite", "seed"):
         v = getattr(cfg, name)
         need(isinstance(v, int) and not isinstance(v, bool), f"{name} must be an integer, got {v!r}")
     for name in ("lr", "weight_decay", "max_grad_norm", "temperature", "gamma", "lmbda", "beta", "lmbda_reward",
@@ -192,8 +194,8 @@ def validate(cfg: TrainConfig) -> None:
     need(cfg.signal != "sparse" or cfg.source != "student" or cfg.num_generations > 1,
          "GRPO needs num_generations >= 2 (advantages are relative within a group of rollouts of one prompt)")
     need(cfg.lr is not None and cfg.lr > 0, f"lr must be positive, got {cfg.lr!r}")
-    for name in ("warmup_steps", "eval_every", "save_every", "num_samples", "weight_decay", "kl_coef", "sft_coef",
-                 "max_nonfinite"):
+    for name in ("warmup_steps", "eval_every", "save_every", "num_samples", "student_samples_every",
+                 "weight_decay", "kl_coef", "sft_coef", "max_nonfinite"):
         v = getattr(cfg, name)
         need(v >= 0, f"{name} must be >= 0, got {v!r}")
     need(cfg.max_grad_norm > 0, f"max_grad_norm must be positive, got {cfg.max_grad_norm}")

@@ -242,10 +242,13 @@ class RunDir:
 
     def log_step(self, record: dict) -> None:
         self.reopen()
-        scalars = {k: _clean(v) for k, v in record.items() if k != "samples"}
+        scalars = {k: _clean(v) for k, v in record.items() if k not in ("samples", "student_samples")}
         self._append(self._metrics, scalars)
         if record.get("samples"):
-            self._append(self._samples, {"step": record["step"], "samples": record["samples"]})
+            line = {"step": record["step"], "samples": record["samples"]}
+            if record.get("student_samples"):      # SFT runs: the student's own samples (student_samples.py)
+                line["student_samples"] = record["student_samples"]
+            self._append(self._samples, line)
 
     def log_event(self, kind: str, **info) -> None:
         self.reopen()

@@ -43,6 +43,7 @@ from .hf import reference_policy
 from .metrics import LengthAlarm, repetition_rate
 from .models import count_params, pick_device
 from .rollout import completion_logits, sample
+from .student_samples import student_samples
 from .runs import RunDir, RunDirError, RunDirLocked, latest_checkpoint, load_config, preflight
 from .tasks import get_task
 from .tasks.jsonl import JsonlProblems
@@ -423,6 +424,8 @@ class Trainer:
                                      "Lower lr, check the teacher's logits, or raise max_nonfinite")
                 self._stop.set()
         rec["samples"] = self._samples(problems, r, texts, verdicts, s_lp, t_lp)
+        if cfg.source == "teacher" and cfg.student_samples_every and k % cfg.student_samples_every == 0:
+            rec.update(student_samples(self, k, unique))   # SFT: the student's own text (evaluation cost)
         warnings = self.alarm.update(rec)
         if warnings:
             rec["warning"] = "; ".join(warnings)

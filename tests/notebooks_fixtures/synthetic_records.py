@@ -61,7 +61,10 @@ class SyntheticTrainer:
 
     def __init__(self, run: str = "opd", method: str = "opd", total_steps: int = 100,
                  max_new_tokens: int = 64, sleep_s: float = 0.0, teacher: bool = True,
-                 eval_every: int = 10, seed: int = 0):
+                 eval_every: int = 10, seed: int = 0, student_samples_every: int = 0):
+        """student_samples_every > 0: an SFT-like run (config source="teacher") whose records carry the
+        student's own teacher-scored samples every that many steps (workbench/student_samples.py)."""
+        self.student_samples_every = student_samples_every
         self.run_name, self.method, self.total_steps = run, method, total_steps
         self.max_new_tokens, self.sleep_s, self.teacher = max_new_tokens, sleep_s, teacher
         self.eval_every = eval_every
@@ -75,6 +78,11 @@ class SyntheticTrainer:
             time.sleep(self.sleep_s)
         rec = make_record(self.step_count, self.run_name, self.method, self.total_steps,
                           self.max_new_tokens, self.rng, self.teacher, self.eval_every)
+        if self.student_samples_every and self.step_count % self.student_samples_every == 0:
+            own = make_samples(self.rng, self.step_count, 4, self.max_new_tokens, teacher=True)
+            rec["student_samples"] = own
+            rec["student_samples/mean_length"] = sum(len(s["tokens"]) for s in own) / len(own)
+            rec["student_samples/accuracy"] = sum(s["correct"] for s in own) / len(own)
         rec["time/elapsed_s"] = time.monotonic() - self.t0
         return rec
 
@@ -82,11 +90,12 @@ class SyntheticTrainer:
         n = self.total_steps if n is None else n
         self.t0 = time.monotonic()
         info = {"run": self.run_name, "method": self.method, "total_steps": self.total_steps,
-                "max_new_tokens": self.max_new_tokens, "start_step": self.step_count, "config": {}}
+                "max_new_tokens": self.max_new_tokens, "start_step": self.step_count,
+                "config": {"source": "teacher"} if self.student_samples_every else {}}
         for cb in callbacks:
             if hasattr(cb, "on_start"):
                 cb.on_start(info)
-        reason = "error"
+        reason, message = "error", None
         try:
             reason = "completed"
             for _ in range(n):
@@ -95,6 +104,7 @@ class SyntheticTrainer:
                 for cb in callbacks:
                     if hasattr(cb, "on_step") and cb.on_step(rec):
                         stop = True
+                        message = f"stopped by {type(cb).__name__}"    # as workbench.trainer words it
                 if stop:
                     reason = "stopped"
                     break
@@ -105,7 +115,7 @@ class SyntheticTrainer:
             reason = "error"
             raise
         finally:
-            summary = {"run": self.run_name, "reason": reason, "step": self.step_count}
+            summary = {"run": self.run_name, "reason": reason, "step": self.step_count, "message": message or reason}
             for cb in callbacks:
                 if hasattr(cb, "on_end"):
                     cb.on_end(summary)
