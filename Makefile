@@ -3,7 +3,8 @@
 #   make setup      create .venv, install torch (pinned) then the project with its dev extras,
 #                   and register the venv's Jupyter kernel ("Python 3 (opd-workbench)")
 #   make test       the test suite (what CI runs)       make test-slow   the long checks (-m slow)
-#   make demo       00_quickstart -> runs/demo          make bench       benchmarks (JSON)
+#   make demo       00_quickstart -> runs/demo (progress every 30 s, no time limit)
+#   make bench      benchmarks (JSON)
 #   make zoo        rebuild the shipped toy checkpoints make browser-deps chromium for the browser tests
 #   make clean      remove caches and build outputs     make distclean   ... and the venv
 #

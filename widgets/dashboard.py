@@ -69,6 +69,23 @@ def figure_bundle(fig, label: str = "figure") -> dict:
     return {PLOTLY_MIME: spec, "text/plain": f"<plotly {label}: {len(spec.get('data', []))} traces>"}
 
 
+
+PROGRESS_ENV = "OPD_WORKBENCH_PROGRESS"
+
+
+def report_progress(line: dict) -> None:
+    """Append one JSON line to the file named by $OPD_WORKBENCH_PROGRESS, if set: how a headless notebook run
+    (`python -m widgets.notebooks run`, which sets it for the kernel) shows training progress on its terminal."""
+    path = os.environ.get(PROGRESS_ENV)
+    if not path:
+        return
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(line) + "\n")
+    except OSError:
+        pass        # progress is a courtesy: never fail training over it
+
+
 class TrainingDashboard:
     """Live training dashboard; a callback for `Trainer.run(n, callbacks=[...])`.
 
@@ -116,6 +133,8 @@ class TrainingDashboard:
 
     # ---- callback protocol (docs/records.md) -------------------------------------------
     def on_start(self, info: dict) -> None:
+        report_progress({"run": str(info.get("run", "run")), "event": "start", "total": info.get("total_steps"),
+                         "step": info.get("start_step", 0)})
         self._stop = False
         self.store.start(info, now=time.monotonic())
         self._running.add(str(info.get("run", "run")))
@@ -128,6 +147,8 @@ class TrainingDashboard:
 
     def on_step(self, record: dict) -> bool:
         t0 = time.perf_counter()
+        report_progress({"run": str(record.get("run", "run")), "event": "step", "step": record.get("step"),
+                         "total": record.get("total_steps"), "elapsed": record.get("time/elapsed_s")})
         self.store.add(record, now=time.monotonic())
         if self.mode == "live":
             if self._pump is not None:
@@ -139,6 +160,8 @@ class TrainingDashboard:
         return self._stop
 
     def on_end(self, summary: dict) -> None:
+        report_progress({"run": str(summary.get("run", "run")), "event": "end", "step": summary.get("step"),
+                         "reason": summary.get("reason"), "elapsed": summary.get("wall_s")})
         rs = self.store.finish(summary)
         self._running.discard(rs.run)
         if self._pump is not None:
