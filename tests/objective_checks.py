@@ -11,8 +11,11 @@ lr 1e-2, and a measured quantity computed here from the models, not read from th
   OPD family  (opd, opd_full, gkd, exopd, stable_opd): reverse KL(student || teacher), summed over the
               vocabulary at the states of a fixed set of rollouts, down;
   GRPO:       the exact expected reward (the probability of the rewarded first token, from the softmax) up.
-Margins were set at a fraction of the change these runs show (printed in the assertion messages), so any
-CPU passes them, while a mutant moves the quantity the other way or not at all.
+Margins are a fraction of the change these runs show (measured on the development machine, 1 thread):
+sft's trace NLL drops by ~0.7 nats against a margin of 0.1 (filtered_sft, on the kept traces: more); the OPD
+family's reverse KL falls to 0.1-0.5 of its start (0.14 nats) against a margin of 0.8; GRPO's expected reward
+rises by ~0.27 against a margin of 0.02 (the same numbers with 1 and 2 threads). Float32 differences between CPUs move these by orders of magnitude less, while
+a mutant moves the quantity the other way or not at all (tests/test_mutations.py).
 """
 from __future__ import annotations
 
@@ -36,12 +39,16 @@ TARGET = "7"                     # the rewarded first character of the toy task
 
 
 class FirstCharTask(Addition):
-    """Addition prompts, reward 1 when the completion starts with TARGET: a reward a nano model can raise in a
-    few steps (addition itself is out of its reach), and whose expectation is one softmax entry."""
+    """Addition prompts, reward 1 when the completion starts with `target`: a reward a nano model can raise in
+    a few steps (addition itself is out of its reach), and whose expectation is one softmax entry."""
     name = "first-char"
 
+    def __init__(self, target: str = TARGET):
+        super().__init__()
+        self.target = target
+
     def verify(self, problem, completion, truncated=False):
-        ok = completion.startswith(TARGET)
+        ok = completion.startswith(self.target)
         return Verdict(reward=1.0 if ok else 0.0, answer=completion[:1], correct=ok)
 
     def min_new_tokens(self, split="train", n=64):
@@ -52,14 +59,15 @@ _CACHE = {}
 
 
 def pair():
-    """(tokenizer, teacher, student): nano models; the teacher leans towards TARGET (so teacher traces pass
-    the filter), the student does a little (so GRPO groups see rewards), both on every CPU alike."""
+    """(tokenizer, teacher, student): nano models; the teacher is sharper than the student (reverse KL ~0.4
+    nats per token, not the ~0.03 of two near-uniform random models, so OPD's signal outweighs Stable-OPD's
+    gold-SFT term); the student leans towards TARGET (so GRPO groups see rewards)."""
     if not _CACHE:
         tok = build_tokenizer(Addition().charset)
         t7 = tok.convert_tokens_to_ids(TARGET)
         teacher, student = build_model("nano", tok, seed=1).eval(), build_model("nano", tok, seed=2)
         with torch.no_grad():
-            teacher.get_output_embeddings().weight[t7] *= 4.0
+            teacher.model.norm.weight.mul_(3.0)     # logits x3: sharper than the student, a KL worth closing
             student.get_output_embeddings().weight[t7] *= 2.0
         _CACHE.update(tok=tok, teacher=teacher, student=student)
     return _CACHE["tok"], _CACHE["teacher"], _CACHE["student"]
@@ -116,9 +124,12 @@ def check_direction(method):
     tr = trainer(method)
     _, problems, r, _ = tr._batch(1)
     if method in SFT_FAMILY:
+        # the filter keeps the traces that start with the teacher's most frequent first character
+        firsts = [t[:1] for t in decode_completions(tr.tokenizer, r) if t]
+        tr.task.target = max(sorted(set(firsts)), key=firsts.count)
         rewards = torch.tensor([tr.task.verify(p, t).reward for p, t in zip(problems, decode_completions(tr.tokenizer, r))])
         w = r.completion_mask * (rewards[:, None] if method == "filtered_sft" else 1.0)
-        assert w.sum() > 0, "no trace passes the filter: the check would measure nothing"
+        assert method == "sft" or 0 < rewards.sum() < len(rewards), "the filter keeps all or nothing: moot"
         before = trace_nll(tr, r, w)
         _train(tr)
         after = trace_nll(tr, r, w)
@@ -128,7 +139,7 @@ def check_direction(method):
         before = reverse_kl(tr.student, teacher, r)
         _train(tr)
         after = reverse_kl(tr.student, teacher, r)
-        assert after < 0.9 * before, f"{method}: reverse KL {before:.4f} -> {after:.4f}, not down by 10%"
+        assert after < 0.8 * before, f"{method}: reverse KL {before:.4f} -> {after:.4f}, not down by 20%"
     elif method in GRPO_FAMILY:
         unique = problems[::tr.cfg.num_generations]
         before = expected_reward(tr, unique)
