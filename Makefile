@@ -4,7 +4,8 @@
 #                   and register the venv's Jupyter kernel ("Python 3 (opd-workbench)"); JupyterLab in the
 #                   venv opens the paired notebooks/*.py as notebooks on double-click (lab_overrides.json)
 #   make test       the test suite (what CI runs)       make test-slow   the long checks (-m slow)
-#   make demo       00_quickstart -> runs/demo          make bench       benchmarks (JSON)
+#   make demo       00_quickstart -> runs/demo (progress every 30 s, no time limit)
+#   make bench      benchmarks (JSON)
 #   make zoo        rebuild the shipped toy checkpoints make browser-deps chromium for the browser tests
 #   make claims     re-run every notebook with committed results (results/*.json) at full size into a fresh
 #                   folder and fail if any claim's verdict differs (run it before committing a change that

@@ -275,6 +275,8 @@ print("\n" + claims.summary())
 #   it): watch the length panel — `EXPERIMENTS.md` saw length collapse to one token.
 # * `vopd=True` on the sampled-token run, then compare its curve with plain sampled-token.
 # * `temperature=1.5` for the rollouts: more exploration, more off-teacher prefixes to learn from.
+#   The trainer weights each tempered sample by pi/mu (student over sampler probability), so the
+#   gradient still estimates the student's own reverse KL at the states it visits (`tests/test_importance.py`).
 
 # %%
 results = write_results(out, "04_on_policy_distillation", size, started=t_start, device=str(M.device), claims=claims,

@@ -158,8 +158,8 @@ def test_special_token_check_detects_a_teacher_with_another_eos(tok, teacher):
     assert fixed.ok and [f.level for f in fixed.findings] == ["fixed"]
 
     pen = A.special_token_penalty(good, bad, tok, problems, max_new_tokens=8)
-    if pen["positions"]:
-        assert pen["at_token"] < -20 and pen["share_of_loss"] > 0.5
+    assert pen["positions"] > 0                      # `good` (EOS bias +30) ends every rollout with EOS
+    assert pen["at_token"] < -20 and pen["share_of_loss"] > 0.5
 
 
 def test_mask_special_tokens_config_and_trainer(tok, teacher):
@@ -171,8 +171,12 @@ def test_mask_special_tokens_config_and_trainer(tok, teacher):
     with torch.no_grad():                            # EOS logit 0 among small random logits: rollouts often stop
         student.get_output_embeddings().weight[tok.eos_token_id].zero_()
     tr = Trainer(cfg, teacher=teacher, student=student, tokenizer=tok)
+    _, _, r, _ = tr._batch(1)                       # step 1's rollout (per-step seeds), drawn again here
+    m = r.completion_mask.bool()
+    want = (r.completion_ids[m] == tok.eos_token_id).float().mean().item()   # the share of EOS positions
+    assert 0.0 < want < 1.0
     rec = tr.step()
-    assert "mask/special_masked_frac" in rec and 0.0 <= rec["mask/special_masked_frac"] <= 1.0
+    assert rec["mask/special_masked_frac"] == pytest.approx(want, abs=1e-6)
     assert torch.isfinite(torch.tensor(rec["loss"]))
 
 

@@ -3,6 +3,8 @@ a byte-level BPE tokenizer trained here, a ChatML template), then load -> compat
 OPD / GRPO / ExOPD steps through the Trainer -> adapter save / reload."""
 import shutil
 
+import math
+
 import pytest
 import torch
 
@@ -186,7 +188,10 @@ def test_opd_record_and_chat_prompts(ckpts):
     tr = hf.trainer_for(pair, _task(), "opd", steps=1, batch_size=2, eval_every=0)
     rec = tr.step()
     for k in ("teacher/reverse_kl", "teacher/token_reward_mean", "policy/entropy", "cost/teacher_tokens"):
-        assert k in rec and rec[k] == rec[k], k
+        assert k in rec and math.isfinite(rec[k]), k
+    assert rec["teacher/reverse_kl"] >= 0 and rec["cost/teacher_tokens"] > 0
+    assert 0 <= rec["policy/entropy"] <= math.log(pair.student.config.vocab_size) + 1e-4
+    assert "nonfinite/skipped" not in rec and rec["grad/norm"] > 0
     # prompt tokens are counted from the chat-formatted ids, not the question's characters
     t = _task()
     n_prompt = max(len(t.encode_prompt(pair.tokenizer, p.prompt)) for p in t.train)
@@ -208,7 +213,7 @@ def test_pi_ref_is_the_base_with_adapters_disabled(ckpts):
     assert not torch.allclose(ref_out, _logits(pair.student, ids, mask), atol=1e-4)
     assert pair.student.training                      # the ref call restores train mode
     rec = tr.step()
-    assert rec["loss"] == rec["loss"]
+    assert math.isfinite(rec["loss"]) and "nonfinite/skipped" not in rec and rec["grad/norm"] > 0   # an update
     assert sum(p.numel() for p in pair.student.parameters()) == n_before
     with pytest.warns(RuntimeWarning, match="not at their initial value"):
         hf.reference_policy(pair.student)

@@ -8,6 +8,7 @@ a `results.json` in which no claim was evaluated (smoke runs are too small to sh
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import nbformat
@@ -70,7 +71,15 @@ def test_cells_stay_thin(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_executes_at_smoke_size(name, tmp_path):
-    dst = NB.run(name, tmp_path, size="smoke", timeout_s=300)
+    lines = []
+    dst = NB.run(name, tmp_path, size="smoke", progress_every=0.5, print_fn=lambda *a, **k: lines.append(" ".join(a)))
+    # the terminal heard from the run while it went: training progress lines (step x/total, elapsed) of every
+    # training run the dashboards saw, or heartbeats; the progress file is gone afterwards
+    assert lines and all(ln.startswith(f"[{name} ") for ln in lines), lines[:5]
+    steps = [ln for ln in lines if re.search(r": step \d+/\d+, \S+ elapsed", ln)]
+    if "TrainingDashboard(" in NB.source_path(name).read_text(encoding="utf-8") and name != "01_task_and_models":
+        assert steps, lines[:10]
+    assert not list(tmp_path.glob(".*progress*"))
     nb = nbformat.read(dst, as_version=4)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     errors = [o for o in outputs if o.get("output_type") == "error"]
@@ -84,6 +93,28 @@ def test_executes_at_smoke_size(name, tmp_path):
     assert all(c["status"] == "not_evaluated" for c in res["claims"])
     text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
     assert "shown in this run" not in text
+
+
+def test_progress_reporter_prints_steps_eta_and_heartbeats(tmp_path):
+    """The runner's reporter, fed the lines a dashboard writes: one line per run that moved, with steps, elapsed
+    and ETA; a heartbeat when nothing moved; the end with its reason."""
+    from widgets.dashboard import PROGRESS_ENV, report_progress
+    out, path = [], tmp_path / "p.jsonl"
+    rep = NB.ProgressReporter(path, "nb", every_s=3600, print_fn=lambda *a, **k: out.append(" ".join(a)))
+    with rep:
+        os.environ[PROGRESS_ENV] = str(path)
+        try:
+            report_progress({"run": "sft", "event": "start", "total": 100, "step": 0})
+            report_progress({"run": "sft", "event": "step", "step": 25, "total": 100, "elapsed": 50.0})
+            rep.report()
+            rep.report()
+            report_progress({"run": "sft", "event": "end", "step": 100, "reason": "completed", "elapsed": 200.0})
+        finally:
+            del os.environ[PROGRESS_ENV]
+    assert out[0].endswith("sft: step 25/100, 0m50s elapsed, ETA 2m30s"), out
+    assert "still running; no step finished" in out[1] and "(sft)" in out[1]
+    assert out[2].endswith("sft: step 100/100, 3m20s elapsed, ended (completed)"), out
+    report_progress({"run": "x", "event": "step"})          # no $OPD_WORKBENCH_PROGRESS: nothing, no error
 
 
 def test_results_markdown(tmp_path):

@@ -107,6 +107,22 @@ def _tag(spec: dict, uid: str, name: str) -> None:
     spec["layout"]["meta"] = {"dashboard": uid, "figure": name}
 
 
+PROGRESS_ENV = "OPD_WORKBENCH_PROGRESS"
+
+
+def report_progress(line: dict) -> None:
+    """Append one JSON line to the file named by $OPD_WORKBENCH_PROGRESS, if set: how a headless notebook run
+    (`python -m widgets.notebooks run`, which sets it for the kernel) shows training progress on its terminal."""
+    path = os.environ.get(PROGRESS_ENV)
+    if not path:
+        return
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(line) + "\n")
+    except OSError:
+        pass        # progress is a courtesy: never fail training over it
+
+
 class TrainingDashboard:
     """Live training dashboard; a callback for `Trainer.run(n, callbacks=[...])`.
 
@@ -159,6 +175,8 @@ class TrainingDashboard:
 
     # ---- callback protocol (docs/records.md) -------------------------------------------
     def on_start(self, info: dict) -> None:
+        report_progress({"run": str(info.get("run", "run")), "event": "start", "total": info.get("total_steps"),
+                         "step": info.get("start_step", 0)})
         self._stop = False
         rs = self.store.start(info, now=time.monotonic())
         self._stopped_by_you.discard(rs.run)
@@ -180,6 +198,8 @@ class TrainingDashboard:
 
     def on_step(self, record: dict) -> bool:
         t0 = time.perf_counter()
+        report_progress({"run": str(record.get("run", "run")), "event": "step", "step": record.get("step"),
+                         "total": record.get("total_steps"), "elapsed": record.get("time/elapsed_s")})
         self.store.add(record, now=time.monotonic())
         self._latest_step = int(record["step"])
         if self.mode == "live":
@@ -199,6 +219,8 @@ class TrainingDashboard:
 
     def on_end(self, summary: dict) -> None:
         run = str(summary.get("run", "run"))
+        report_progress({"run": run, "event": "end", "step": summary.get("step"), "reason": summary.get("reason"),
+                         "elapsed": summary.get("wall_s")})
         summary = dict(summary, end_state=F.end_state(summary, stopped_by_you=run in self._stopped_by_you))
         rs = self.store.finish(summary)
         self._running.discard(rs.run)

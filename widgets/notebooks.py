@@ -6,14 +6,25 @@
 
 Notebooks are kept in git as jupytext percent files (`notebooks/NN_name.py`),
 without outputs; this builds the `.ipynb`, injects `size`, `run_dir` and
-`mode="static"` (final figures as static plotly output), executes it with a
-timeout, and reports where the executed notebook and the saved figures are.
+`mode="static"` (final figures as static plotly output), executes it, and
+reports where the executed notebook and the saved figures are.
+
+While it runs, the terminal gets a progress line at least every `--progress-every`
+seconds (default 30): per training run, steps done, elapsed time and an ETA, read
+from the JSON lines the notebook's dashboards append to $OPD_WORKBENCH_PROGRESS
+(set here for the kernel); a heartbeat when no step finished since the last line.
+There is no per-cell timeout unless `--timeout` asks for one: a busy machine is slow,
+not broken.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+import threading
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
@@ -41,17 +52,109 @@ def build_ipynb(name: str, dest: Path) -> Path:
     return dest
 
 
-def run(name: str, out: str | Path, size: str = "full", timeout_s: int = 1800, extra: dict | None = None,
-        log_output: bool = False) -> Path:
-    """Execute one notebook into `out/NAME.ipynb`; its figures go under `out/` too (run_dir)."""
+def _fmt_s(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+class ProgressReporter:
+    """Tail the progress file a notebook's dashboards append to, and print what changed every `every_s` seconds
+    (a heartbeat line when nothing did): one line per training run with steps done, elapsed and ETA."""
+
+    def __init__(self, path: Path, label: str, every_s: float = 30.0, print_fn=print):
+        self.path, self.label, self.every_s, self.print = Path(path), label, every_s, print_fn
+        self.runs: dict[str, dict] = {}
+        self._pos, self._t0 = 0, time.monotonic()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self):
+        self.path.write_text("", encoding="utf-8")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._done.set()
+        self._thread.join()
+        self.report()
+        self.path.unlink(missing_ok=True)
+
+    def _loop(self):
+        while not self._done.wait(self.every_s):
+            self.report()
+
+    def _read(self) -> set:
+        changed = set()
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                f.seek(self._pos)
+                chunk = f.read()
+        except OSError:
+            return changed
+        complete = chunk[:chunk.rfind("\n") + 1]          # a line still being written waits for the next read
+        self._pos += len(complete.encode("utf-8"))
+        for line in complete.splitlines():
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            st = self.runs.setdefault(ev.get("run", "run"), {})
+            st.update({k: v for k, v in ev.items() if v is not None})
+            changed.add(ev.get("run", "run"))
+        return changed
+
+    def line(self, run: str) -> str:
+        st = self.runs[run]
+        step, total, el = st.get("step") or 0, st.get("total"), st.get("elapsed")
+        parts = [f"{run}: step {step}" + (f"/{total}" if total else "")]
+        if el is not None:
+            parts.append(f"{_fmt_s(el)} elapsed")
+        if st.get("event") == "end":
+            parts.append(f"ended ({st.get('reason', 'done')})")
+        elif el is not None and step and total:
+            parts.append(f"ETA {_fmt_s(el / step * (total - step))}")
+        return ", ".join(parts)
+
+    def report(self) -> None:
+        changed = self._read()
+        head = f"[{self.label} {_fmt_s(time.monotonic() - self._t0)}]"
+        if not changed:
+            live = [r for r, st in self.runs.items() if st.get("event") != "end"]
+            self.print(f"{head} still running; " + (f"no step finished in the last {self.every_s:.0f}s ({', '.join(live)})"
+                                                    if live else "no training run in progress"), flush=True)
+        for run in sorted(changed):
+            self.print(f"{head} {self.line(run)}", flush=True)
+
+
+def run(name: str, out: str | Path, size: str = "full", timeout_s: int | None = None, extra: dict | None = None,
+        log_output: bool = False, progress_every: float | None = None, print_fn=print) -> Path:
+    """Execute one notebook into `out/NAME.ipynb`; its figures go under `out/` too (run_dir).
+
+    timeout_s: per-cell limit (None: none). progress_every: print training progress every so many seconds
+    (None: quiet)."""
     import papermill as pm
+    from .dashboard import PROGRESS_ENV
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     src = build_ipynb(name, out / f".{name}.input.ipynb")
     dst = out / f"{name}.ipynb"
     params = {"size": size, "run_dir": str(out / name), "mode": "static", **(extra or {})}
-    pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name="python3", cwd=str(NOTEBOOK_DIR),
-                        execution_timeout=timeout_s, progress_bar=False, log_output=log_output)
+    progress = out / f".{name}.progress.jsonl"
+    saved = {k: os.environ.get(k) for k in (PROGRESS_ENV, "PYTHONPATH")}
+    os.environ[PROGRESS_ENV] = str(progress)            # inherited by the kernel papermill starts
+    # the kernel imports workbench/widgets from this checkout (not whichever one the venv was installed from)
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(NOTEBOOK_DIR.parent)] + ([saved["PYTHONPATH"]] if saved["PYTHONPATH"] else []))
+    try:
+        with ProgressReporter(progress, name, progress_every, print_fn) if progress_every else nullcontext():
+            pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name="python3", cwd=str(NOTEBOOK_DIR),
+                                execution_timeout=timeout_s, progress_bar=False, log_output=log_output)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        progress.unlink(missing_ok=True)
     src.unlink(missing_ok=True)
     return dst
 
@@ -64,7 +167,10 @@ def main(argv=None) -> int:
     r.add_argument("names", nargs="+", help="notebook names (e.g. 00_quickstart) or 'all'")
     r.add_argument("--out", default="runs/notebooks")
     r.add_argument("--size", default="full", choices=["smoke", "full"])
-    r.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
+    r.add_argument("--timeout", type=int, default=None,
+                   help="seconds per cell (default: no limit; a slow machine just takes longer)")
+    r.add_argument("--progress-every", type=float, default=30.0,
+                   help="print training progress every so many seconds (default 30; 0: quiet)")
     sub.add_parser("list")
     res = sub.add_parser("results", help="render results.json files of executed notebooks as Markdown")
     res.add_argument("dirs", nargs="*", help="output folders of `run` (or results.json files)")
@@ -83,7 +189,16 @@ def main(argv=None) -> int:
     for name in names:
         t0 = time.time()
         print(f"executing {name} (size={ns.size}) ...", flush=True)
-        dst = run(name, ns.out, size=ns.size, timeout_s=ns.timeout, log_output=True)
+        try:
+            dst = run(name, ns.out, size=ns.size, timeout_s=ns.timeout, log_output=True,
+                      progress_every=ns.progress_every or None)
+        except Exception as e:
+            if "Timeout" not in type(e).__name__ and "timed out" not in str(e):
+                raise
+            print(f"{name}: a cell ran longer than --timeout {ns.timeout}s and was stopped ({type(e).__name__}). "
+                  f"The machine may just be busy: rerun without --timeout (no limit) or with a larger one; the "
+                  f"partial notebook is {Path(ns.out) / (name + '.ipynb')}", file=sys.stderr, flush=True)
+            return 1
         figs = sorted((Path(ns.out) / name).glob("**/*.html")) if (Path(ns.out) / name).exists() else []
         print(f"done in {time.time() - t0:.0f}s\n  executed notebook: {dst}", flush=True)
         for f in figs:

@@ -11,6 +11,7 @@ before any model is loaded.
 """
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
 
@@ -130,16 +131,29 @@ class TrainConfig:
     def resolved(self) -> "TrainConfig":
         """Apply the method's preset to a config built directly as TrainConfig(method=...).
 
-        Preset values fill fields you left at their dataclass default; use
-        `TrainConfig.for_method` to override a preset value with the default itself.
+        Preset values fill only the fields you did not give: a field passed to the constructor or assigned
+        afterwards is yours, even when it equals the dataclass default (`TrainConfig(method="gkd", lmbda=1.0)`
+        keeps lmbda=1.0); None stays "not set". `dataclasses.replace` builds a new config from every field, so a replaced config
+        counts all of its fields as given: resolve first, or use `TrainConfig.for_method`.
         """
         if self.method not in PRESETS:
             raise ConfigError(f"unknown method {self.method!r}; choose one of {sorted(PRESETS)}")
         if self.preset_applied:
             return self._fill_defaults()
-        base = TrainConfig()
-        updates = {k: v for k, v in PRESETS[self.method].items() if getattr(self, k) == getattr(base, k)}
+        given = self.explicit_fields()
+        # None is the "not set" value of the fields whose default is None (source, loss, lr, ...): the preset fills it
+        updates = {k: v for k, v in PRESETS[self.method].items() if k not in given or getattr(self, k) is None}
         return replace(self, **updates, preset_applied=True)._fill_defaults()
+
+    def explicit_fields(self) -> frozenset:
+        """Names of the fields given to the constructor or assigned since (never a guess from their values)."""
+        return frozenset(self.__dict__.get("_explicit", ()))
+
+    def __setattr__(self, name, value):
+        given = self.__dict__.get("_explicit")
+        if given is not None:       # after __init__: an assignment is an explicit choice
+            given.add(name)
+        object.__setattr__(self, name, value)
 
     def _fill_defaults(self) -> "TrainConfig":
         cfg = replace(self)
@@ -159,6 +173,21 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown config keys {unknown}; valid keys are {sorted(known)}")
         return cls(**d)
+
+
+_dataclass_init = TrainConfig.__init__
+
+
+def _init_recording_explicit(self, *args, **kwargs):
+    """The dataclass __init__, then remember which fields the caller passed (positionally or by name)."""
+    _dataclass_init(self, *args, **kwargs)
+    names = [f.name for f in fields(TrainConfig)]
+    object.__setattr__(self, "_explicit", set(names[:len(args)]) | set(kwargs))
+
+
+_init_recording_explicit.__signature__ = inspect.signature(_dataclass_init)
+_init_recording_explicit.__doc__ = _dataclass_init.__doc__
+TrainConfig.__init__ = _init_recording_explicit
 
 
 class ConfigError(ValueError):

@@ -494,11 +494,14 @@ DEFAULT_CPU_ROW_CHUNK = 128
 def fast_sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_new_tokens: int,
                 eos_token_id: int, pad_token_id: int, temperature: float = 1.0, top_p: float | None = None,
                 top_k: int | None = None, generator: torch.Generator | None = None, attention: str = "auto",
-                cuda_graph: bool | None = None, row_chunk: int | None = None, compact: bool | None = None):
+                cuda_graph: bool | None = None, row_chunk: int | None = None, compact: bool | None = None,
+                return_sampler_logprobs: bool = False):
     """Same contract as `workbench.rollout.sample` (which calls this); returns its raw pieces.
 
     Returns (completion [B, N] long, logprobs [B, N] float) with N <= max_new_tokens the number of steps run
-    (completion is padded with `pad_token_id` after each row's EOS, logprobs with 0).
+    (completion is padded with `pad_token_id` after each row's EOS, logprobs with 0); with
+    return_sampler_logprobs, a third [B, N] tensor: the log-probs of the distribution each token was drawn
+    from (temperature, top-k, top-p applied; see `rollout.draw`).
 
     Options (defaults chosen per device by measurement, see docs/benchmarks.md):
       attention: "auto" (CPU float32: "c" when the C kernels build and support the model, else "bmm";
@@ -541,16 +544,17 @@ def fast_sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, m
                                  eos_token_id, pad_token_id, temperature, top_p, top_k, generator, attention,
                                  cuda_graph, compact))
     if len(outs) == 1:
-        return outs[0]
-    n = max(o[0].shape[1] for o in outs)
-    comp = torch.cat([F.pad(c, (0, n - c.shape[1]), value=pad_token_id) for c, _ in outs])
-    lps = torch.cat([F.pad(lp, (0, n - lp.shape[1]), value=0.0) for _, lp in outs])
-    return comp, lps
+        out = outs[0]
+    else:
+        n = max(o[0].shape[1] for o in outs)
+        out = (torch.cat([F.pad(o[0], (0, n - o[0].shape[1]), value=pad_token_id) for o in outs]),
+               *(torch.cat([F.pad(o[i], (0, n - o[i].shape[1]), value=0.0) for o in outs]) for i in (1, 2)))
+    return out if return_sampler_logprobs else out[:2]
 
 
 def _sample_rows(pl, prompt_ids, prompt_mask, max_new_tokens, eos_token_id, pad_token_id, temperature, top_p,
                  top_k, generator, attention, cuda_graph, compact):
-    from .rollout import _filter_logits, positions_from_mask   # local import: rollout imports this module
+    from .rollout import draw, positions_from_mask   # local import: rollout imports this module
 
     dev = prompt_ids.device
     B, P = prompt_ids.shape
@@ -577,6 +581,7 @@ def _sample_rows(pl, prompt_ids, prompt_mask, max_new_tokens, eos_token_id, pad_
     next_pos = prompt_mask.long().sum(-1)               # [b] position of the next token of each live row
     tokens = torch.full((B, max_new_tokens), pad_token_id, dtype=torch.long, device=dev)
     logps = torch.zeros((B, max_new_tokens), dtype=torch.float32, device=dev)
+    sampler_logps = torch.zeros((B, max_new_tokens), dtype=torch.float32, device=dev)
     rows = None                                         # original index of each live row (None: all, in order)
     b = B
     done = torch.zeros(B, dtype=torch.bool, device=dev)
@@ -585,19 +590,18 @@ def _sample_rows(pl, prompt_ids, prompt_mask, max_new_tokens, eos_token_id, pad_
     for t in range(max_new_tokens):
         # the sampling procedure of the generic loop in rollout.sample
         logp_full = F.log_softmax(logits, dim=-1)
-        if temperature == 0:
-            tok = logits.argmax(-1)
-        else:
-            probs = F.softmax(_filter_logits(logits / temperature, top_k, top_p), dim=-1)
-            tok = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        tok, slp = draw(logits, temperature, top_k, top_p, generator)
         tok = torch.where(done, pad_col[:b], tok)
         lp = logp_full.gather(-1, tok[:, None]).squeeze(-1).masked_fill(done, 0.0)
+        slp = slp.masked_fill(done, 0.0)
         if rows is None:
             tokens[:, t] = tok
             logps[:, t] = lp
+            sampler_logps[:, t] = slp
         else:
             tokens[rows, t] = tok
             logps[rows, t] = lp
+            sampler_logps[rows, t] = slp
         done = done | (tok == eos_token_id)
         n = t + 1
         if t == max_new_tokens - 1:
@@ -623,7 +627,7 @@ def _sample_rows(pl, prompt_ids, prompt_mask, max_new_tokens, eos_token_id, pad_
         else:
             logits = _decode(pl, tok, next_pos, P + t, Ks, Vs, mask_add, attention)
         next_pos = next_pos + 1
-    return tokens[:, :n], logps[:, :n]
+    return tokens[:, :n], logps[:, :n], sampler_logps[:, :n]
 
 
 class _CudaGraphStep:

@@ -11,11 +11,19 @@ HF machinery) for the Llama/Qwen2-style models it supports; `engine="hf"` forces
 `sequence_logprobs` re-scores a rollout under any model
 (teacher, reference, or the student with gradients) with the same positions.
 
-Log-probs stored in a `Rollout` are of the *model* distribution (temperature 1,
-no top-p/top-k), which is what the OPD reward log q - log p needs. When the
-sampler is tempered or truncated, the samples are off-policy with respect to
-that distribution; the trainer's importance ratio corrects for it only if you
-ask for it (simplification: we do not store the sampler's own log-probs).
+A `Rollout` stores two log-probs per sampled token: `logprobs`, of the *model*
+distribution (temperature 1, no top-p/top-k), which is what the OPD reward
+log q - log pi needs; and `sampler_logprobs`, of the distribution the token was
+actually drawn from (after temperature, top-k and top-p). When the sampler is
+tempered or truncated the samples are off-policy for the model, and the trainer
+passes `sampler_logprobs` to the sampled-token OPD and GRPO losses, whose ratio
+pi / mu then reweights each token choice back to the model's distribution
+(tests/test_importance.py checks the gradient by Monte Carlo). Two limits, said
+plainly: top-p/top-k never draw a token outside the nucleus, so the part of the
+gradient carried by those tokens (their mass under pi, usually tiny) is missing
+rather than reweighted; and the ratio is per token (as in PPO/GRPO), so it
+corrects which token is chosen in each visited state, not which states a
+tempered sampler visits.
 """
 from __future__ import annotations
 
@@ -38,6 +46,9 @@ class Rollout:
     logprobs: torch.Tensor          # [B, N] log pi(y_t) under the model at temperature 1 (0 where masked)
     lengths: torch.Tensor           # [B] number of completion tokens (EOS included)
     truncated: torch.Tensor         # [B] bool: hit max_new_tokens without EOS
+    sampler_logprobs: torch.Tensor | None = None   # [B, N] log mu(y_t) of the distribution y_t was drawn from
+                                                   #   (temperature, top-k, top-p applied; 0 where masked);
+                                                   #   None for greedy or forced (gold) completions
 
     @property
     def input_ids(self) -> torch.Tensor:
@@ -51,7 +62,8 @@ class Rollout:
         return self.completion_ids.shape[0]
 
     def to(self, device) -> "Rollout":
-        return Rollout(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+        return Rollout(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name).to(device)
+                          for f in fields(self)})
 
 
 def _cache_kwarg(model) -> str:
@@ -99,6 +111,17 @@ def _filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None)
     return logits
 
 
+def draw(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None, generator):
+    """One sampling step: (token [b], log mu(token) [b]) with mu the tempered, top-k/top-p filtered softmax of
+    `logits` [b, V]; temperature 0 = argmax (log mu = 0: a point mass). Both decode loops call this."""
+    if temperature == 0:
+        tok = logits.argmax(-1)
+        return tok, torch.zeros(tok.shape, dtype=logits.dtype, device=logits.device)
+    probs = F.softmax(_filter_logits(logits / temperature, top_k, top_p), dim=-1)
+    tok = torch.multinomial(probs, 1, generator=generator)
+    return tok.squeeze(-1), probs.gather(-1, tok).squeeze(-1).log()
+
+
 ENGINES = ("auto", "fast", "hf")
 
 
@@ -133,13 +156,14 @@ def sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_ne
             was_training = model.training
             model.eval()
             try:
-                completion, logprobs = fast_rollout.fast_sample(
+                completion, logprobs, sampler_lp = fast_rollout.fast_sample(
                     model, prompt_ids, prompt_mask, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id,
                     pad_token_id=pad_token_id, temperature=temperature, top_p=top_p, top_k=top_k,
-                    generator=generator)
+                    generator=generator, return_sampler_logprobs=True)
             finally:
                 model.train(was_training)
-            return _to_rollout(prompt_ids, prompt_mask, completion, logprobs, eos_token_id)
+            return _to_rollout(prompt_ids, prompt_mask, completion, logprobs, eos_token_id,
+                               sampler_lp if temperature > 0 else None)
     was_training = model.training
     model.eval()
     dev = prompt_ids.device
@@ -151,18 +175,15 @@ def sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_ne
     cache = _cache_out(out)
     next_pos = mask.sum(-1, keepdim=True)                      # [B, 1] position of the next token
     logits = out.logits[:, -1, :].float()
-    tokens, logps = [], []
+    tokens, logps, sampler_logps = [], [], []
     done = torch.zeros(B, dtype=torch.bool, device=dev)
     for t in range(max_new_tokens):
         logp_full = F.log_softmax(logits, dim=-1)
-        if temperature == 0:
-            tok = logits.argmax(-1)
-        else:
-            probs = F.softmax(_filter_logits(logits / temperature, top_k, top_p), dim=-1)
-            tok = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        tok, sampler_lp = draw(logits, temperature, top_k, top_p, generator)
         tok = torch.where(done, torch.full_like(tok, pad_token_id), tok)
         tokens.append(tok)
         logps.append(logp_full.gather(-1, tok[:, None]).squeeze(-1).masked_fill(done, 0.0))
+        sampler_logps.append(sampler_lp.masked_fill(done, 0.0))
         done = done | (tok == eos_token_id)
         if bool(done.all()) or t == max_new_tokens - 1:
             break   # early exit once every sample has ended
@@ -173,10 +194,11 @@ def sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_ne
         next_pos = next_pos + 1
         logits = out.logits[:, -1, :].float()
     model.train(was_training)
-    return _to_rollout(prompt_ids, prompt_mask, torch.stack(tokens, dim=1), torch.stack(logps, dim=1), eos_token_id)
+    return _to_rollout(prompt_ids, prompt_mask, torch.stack(tokens, dim=1), torch.stack(logps, dim=1), eos_token_id,
+                       torch.stack(sampler_logps, dim=1) if temperature > 0 else None)
 
 
-def _to_rollout(prompt_ids, prompt_mask, completion, logprobs, eos_token_id) -> Rollout:
+def _to_rollout(prompt_ids, prompt_mask, completion, logprobs, eos_token_id, sampler_logprobs=None) -> Rollout:
     """Masks, lengths and the truncated flag from sampled ids (pad after each row's EOS)."""
     dev = completion.device
     is_eos = completion == eos_token_id
@@ -186,7 +208,8 @@ def _to_rollout(prompt_ids, prompt_mask, completion, logprobs, eos_token_id) -> 
     cmask = (idx <= first_eos[:, None]).float()
     lengths = cmask.sum(-1).long()
     return Rollout(prompt_ids=prompt_ids, prompt_mask=prompt_mask.long(), completion_ids=completion,
-                   completion_mask=cmask, logprobs=logprobs * cmask, lengths=lengths, truncated=~has_eos)
+                   completion_mask=cmask, logprobs=logprobs * cmask, lengths=lengths, truncated=~has_eos,
+                   sampler_logprobs=None if sampler_logprobs is None else sampler_logprobs * cmask)
 
 
 def completion_logits(model, rollout: Rollout, temperature: float = 1.0) -> torch.Tensor:

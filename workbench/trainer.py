@@ -17,10 +17,15 @@ Randomness is per step and stateless: step k draws its problems from
 `Random(f"{seed}:{k}")` and samples with a generator seeded from (seed, k), so a
 resumed run replays exactly what an uninterrupted one would have done.
 
-Simplifications (said plainly): one optimiser update per batch, so GRPO's
-importance ratio is 1 and PPO clipping never binds unless you add epochs;
-rollout log-probs are recomputed in the training forward rather than stored
-from the sampler; evaluation compute is not counted in `cost/*`.
+Sampling with temperature != 1, top_p or top_k draws tokens from a distribution mu other than the
+student's pi; the sampled-token OPD and GRPO losses then weight each token by pi/mu, using the log-probs
+the sampler stored (`Rollout.sampler_logprobs`), while the OPD reward stays log q - log pi at temperature 1
+(see `rollout.py` for what a per-token ratio and a nucleus cannot correct).
+
+Simplifications (said plainly): one optimiser update per batch, so with the default sampler GRPO's
+importance ratio is 1 and PPO clipping never binds unless you add epochs; the student's log-probs are
+recomputed in the training forward (the sampler's are used only for that ratio); evaluation compute is not
+counted in `cost/*`.
 """
 from __future__ import annotations
 
@@ -335,7 +340,10 @@ class Trainer:
             if cfg.mask_special_tokens:     # special-token mismatch fix: no teacher signal at EOS positions
                 loss_mask = mask * (ids != self.tokenizer.eos_token_id).to(mask.dtype)
                 stats["mask/special_masked_frac"] = 1.0 - loss_mask.sum().item() / max(1.0, mask.sum().item())
-            loss = self._loss(cfg, r, loss_mask, rewards, s_logits, s_lp, teacher_logits, t_lp, ref_logits, stats)
+            # tokens drawn from a tempered / truncated sampler: the ratio pi/mu reweights them to the student
+            sampler_lp = r.sampler_logprobs if on_policy and self._tempered_sampler() else None
+            loss = self._loss(cfg, r, loss_mask, rewards, s_logits, s_lp, teacher_logits, t_lp, ref_logits, stats,
+                              sampler_lp)
             if cfg.kl_coef > 0:
                 kl_ref, _ = L.kl_to_reference(s_logits, ref_logits, mask)
                 loss = loss + cfg.kl_coef * kl_ref
@@ -449,7 +457,12 @@ class Trainer:
         rec["time/elapsed_s"] = time.time() - self.start_time
         return rec
 
-    def _loss(self, cfg, r, mask, rewards, s_logits, s_lp, t_logits, t_lp, ref_logits, stats):
+    def _tempered_sampler(self) -> bool:
+        """Do the student's rollouts come from a distribution other than its own (temperature 1, unfiltered)?"""
+        cfg = self.cfg
+        return cfg.temperature != 1.0 or (cfg.top_p is not None and cfg.top_p < 1.0) or cfg.top_k is not None
+
+    def _loss(self, cfg, r, mask, rewards, s_logits, s_lp, t_logits, t_lp, ref_logits, stats, sampler_lp=None):
         if cfg.loss == "ce":
             weights = mask if cfg.signal == "dense" else mask * rewards[:, None]   # reward-filtered traces
             if cfg.signal == "sparse":
@@ -459,8 +472,8 @@ class Trainer:
             adv = L.grpo_advantages(rewards, cfg.num_generations, scale_rewards=cfg.scale_rewards)
             stats["grpo/zero_adv_frac"] = L.zero_adv_frac(rewards, cfg.num_generations)
             stats["grpo/credited_token_frac"] = ((adv != 0).float()[:, None] * mask).sum().item() / max(1.0, mask.sum().item())
-            return L.policy_gradient_loss(s_lp, s_lp.detach(), adv, mask, clip_eps=cfg.clip_eps,
-                                          reduction=cfg.reduction)
+            return L.policy_gradient_loss(s_lp, s_lp.detach() if sampler_lp is None else sampler_lp, adv, mask,
+                                          clip_eps=cfg.clip_eps, reduction=cfg.reduction)
         if cfg.loss == "sampled_token":
             if cfg.lmbda_reward != 1.0:
                 ref_lp = L.token_logprobs(ref_logits, r.completion_ids)
@@ -475,7 +488,7 @@ class Trainer:
                 adv = L.vopd_advantages(adv, kl_t)
             adv = L.discounted_returns(adv, mask, cfg.gamma)
             stats["opd/advantage_mean"] = L.masked_mean(adv, mask).item()
-            return L.sampled_token_opd_loss(s_lp, adv, mask, reduction=cfg.reduction)
+            return L.sampled_token_opd_loss(s_lp, adv, mask, reduction=cfg.reduction, sampler_logprobs=sampler_lp)
         if cfg.loss == "full_kl":
             return L.full_reverse_kl(s_logits, t_logits, mask)[0]
         if cfg.loss == "jsd":
