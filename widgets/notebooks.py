@@ -304,6 +304,14 @@ def results_markdown(paths, command: str | None = None, title: str = "Measured r
             lines.append("")
         for k, v in tables.items():
             lines += [f"**{k}**", ""] + _table(v) + [""]
+        curves = (d.get("numbers") or {}).get("_curves")
+        if curves:
+            lines += ["**Curves** (held-out greedy accuracy at each evaluation; student tokens → accuracy)", ""]
+            for run, pts in curves.items():
+                pts = [p for p in pts if p.get("eval/accuracy") is not None]
+                lines.append(f"- {run}: " + ", ".join(f"{p['student_tokens'] / 1000:.0f}k→{p['eval/accuracy']:.3f}"
+                                                      for p in pts))
+            lines.append("")
     return "\n".join(lines)
 
 
