@@ -44,7 +44,7 @@ TARGETS = ("trl", "verl")
 # workbench bookkeeping: how this machine runs and watches a run, not what is trained
 RUN_LOCAL = frozenset({
     "method", "source", "signal", "name", "preset_applied", "device", "out", "overwrite", "save_every",
-    "eval_every", "eval_problems", "eval_split", "eval_sampled", "num_samples", "max_nonfinite",
+    "eval_every", "eval_problems", "eval_split", "eval_sampled", "num_samples", "student_samples_every", "max_nonfinite",
     "warn_truncation", "warn_repetition", "warn_rise", "warn_window", "warn_shrink", "on_warning",
 })
 
