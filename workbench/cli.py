@@ -90,6 +90,8 @@ def cmd_compare(ns) -> int:
     kw = dict(task=ns.task, protocol=ns.protocol, seeds=seeds, budget_tokens=ns.budget_tokens,
               eval_problems=ns.eval_problems or 256, device=ns.device or "auto",
               progress=lambda msg: print(msg, file=sys.stderr, flush=True), **common)
+    if ns.eval_split:
+        kw["eval_split"] = ns.eval_split
     if ns.eval_every:       # --eval-every N: every N steps at the default batch of 64 sequences
         kw["eval_sequences"] = ns.eval_every * (common.get("batch_size") or 64)
     if ns.sweep:
