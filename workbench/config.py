@@ -17,17 +17,9 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 import torch
 
+from . import objectives
 from .losses import REDUCTIONS
-
-SOURCES = ("teacher", "student")
-SIGNALS = ("dense", "sparse")
-# which losses make sense for which corner of the 2x2 table
-LOSSES = {
-    ("teacher", "dense"): ("ce", "full_kl", "jsd", "topk"),
-    ("teacher", "sparse"): ("ce",),
-    ("student", "dense"): ("sampled_token", "full_kl", "jsd", "topk"),
-    ("student", "sparse"): ("pg",),
-}
+from .objectives import SIGNALS, SOURCES  # noqa: F401  (re-exported: the 2x2 table's axes)
 
 PRESETS: dict[str, dict] = {
     # off-policy, dense: cross-entropy on teacher-written traces (sequence-level KD)
@@ -90,6 +82,8 @@ class TrainConfig:
     topk_include_sampled: bool = False
     scale_rewards: bool = True          # GRPO: divide by group std (False = Dr. GRPO)
     clip_eps: float | None = None       # PPO clipping (only matters with several updates per batch)
+    sdar_coef: float = 0.05             # loss="sdar": weight of SDAR's gated self-distillation term next to GRPO
+    sdar_beta_gate: float = 5.0         # loss="sdar": gate sharpness (0 = constant gate 0.5, naive self-distillation)
     sft_data: str = "teacher"           # source=teacher: "teacher" (sampled traces) or "reference" (gold)
     teacher_temperature: float = 1.0
     eval_every: int = 25
@@ -205,14 +199,14 @@ def validate(cfg: TrainConfig) -> None:
         v = getattr(cfg, name)
         need(isinstance(v, int) and not isinstance(v, bool), f"{name} must be an integer, got {v!r}")
     for name in ("lr", "weight_decay", "max_grad_norm", "temperature", "gamma", "lmbda", "beta", "lmbda_reward",
-                 "kl_coef", "sft_coef", "jsd_temperature", "teacher_temperature", "top_p", "reward_clip",
-                 "clip_eps", "num_generations", "top_k", "max_new_tokens"):
+                 "kl_coef", "sft_coef", "sdar_coef", "sdar_beta_gate", "jsd_temperature", "teacher_temperature",
+                 "top_p", "reward_clip", "clip_eps", "num_generations", "top_k", "max_new_tokens"):
         v = getattr(cfg, name)
         need(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)),
              f"{name} must be a finite number, got {v!r}")
     need(cfg.source in SOURCES, f"source must be one of {SOURCES}, got {cfg.source!r}")
     need(cfg.signal in SIGNALS, f"signal must be one of {SIGNALS}, got {cfg.signal!r}")
-    ok = LOSSES[(cfg.source, cfg.signal)]
+    ok = objectives.losses_for(cfg.source, cfg.signal)     # the registry says which losses fit which corner
     need(cfg.loss in ok, f"loss {cfg.loss!r} is not valid for source={cfg.source}, signal={cfg.signal}; "
                          f"choose one of {list(ok)}")
     for name in ("steps", "batch_size", "num_generations", "eval_problems", "topk"):
@@ -224,7 +218,7 @@ def validate(cfg: TrainConfig) -> None:
          "GRPO needs num_generations >= 2 (advantages are relative within a group of rollouts of one prompt)")
     need(cfg.lr is not None and cfg.lr > 0, f"lr must be positive, got {cfg.lr!r}")
     for name in ("warmup_steps", "eval_every", "save_every", "num_samples", "student_samples_every",
-                 "weight_decay", "kl_coef", "sft_coef", "max_nonfinite"):
+                 "weight_decay", "kl_coef", "sft_coef", "sdar_coef", "sdar_beta_gate", "max_nonfinite"):
         v = getattr(cfg, name)
         need(v >= 0, f"{name} must be >= 0, got {v!r}")
     need(cfg.max_grad_norm > 0, f"max_grad_norm must be positive, got {cfg.max_grad_norm}")

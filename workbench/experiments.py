@@ -142,7 +142,7 @@ class RecordLog:
         return k, keep[k]
 
     def frame(self):
-        import pandas as pd
+        import pandas as pd   # optional-import: pandas costs ~1 s to import; only the table view needs it
         return pd.DataFrame([dict(r, run=run) for run, rs in self.records.items() for r in rs])
 
 

@@ -36,8 +36,12 @@ import shlex
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from . import zoo
 from .config import ConfigError, TrainConfig
+from .hub import chat_prompt_ids, load_tokenizer
 from .runs import load_config
+from .tasks import get_task
+from .tasks.jsonl import JsonlProblems
 
 TARGETS = ("trl", "verl")
 
@@ -106,7 +110,6 @@ class Export:
 # ------------------------------------------------------------------------------------------
 def _toy_reason(role: str, name: str | None) -> str | None:
     """Why checkpoint `name` only makes sense on this machine (None: it can be exported)."""
-    from . import zoo
     if name is None or name == "<object>":
         return (f"the {role} was passed as a Python object, so config.json does not say which checkpoint it was; "
                 f"train with --{role} DIR (a saved checkpoint directory or a hub id)")
@@ -152,13 +155,13 @@ def _inert(cfg: TrainConfig, name: str) -> bool:
         "topk": cfg.loss != "topk",                  # else only the topk_overlap diagnostic
         "topk_renormalize": cfg.loss != "topk",
         "topk_include_sampled": cfg.loss != "topk",
+        "sdar_coef": cfg.loss != "sdar",
+        "sdar_beta_gate": cfg.loss != "sdar",
     }.get(name, False)
 
 
 def _prompts(cfg: TrainConfig) -> tuple[list[dict], list[dict], bool]:
     """(train rows, test rows, conversational?) as {"prompt", "answer"} from the run's task / data file."""
-    from .tasks import get_task
-    from .tasks.jsonl import JsonlProblems
     task = get_task(cfg.task)
     if cfg.data:
         task = JsonlProblems(cfg.data, base=task)
@@ -181,7 +184,6 @@ def _longest_prompt(student: str, rows: list[dict], chat: bool) -> int | None:
     None when the student is not a local directory (a hub id: no download here)."""
     if not Path(student).expanduser().is_dir():
         return None
-    from .hf import chat_prompt_ids, load_tokenizer
     tok = load_tokenizer(student)
 
     def n(p):
@@ -223,7 +225,7 @@ def _loss_temperature(cfg: TrainConfig, ex: Export, engine_does: str) -> None:
 # TRL: DistillationTrainer from one YAML read by trl/scripts/distillation.py
 # ------------------------------------------------------------------------------------------
 def _to_trl(cfg: TrainConfig, out: Path, num_processes: int) -> Export:
-    import yaml
+    import yaml   # optional-import: PyYAML (arrives with huggingface_hub); only the TRL export writes YAML
     ex = Export("trl", out)
     y, handled = {}, set()
 
@@ -398,7 +400,7 @@ def _to_verl(cfg: TrainConfig, out: Path, num_processes: int) -> Export:
     if cfg.clip_eps is not None:
         put("clip_eps", loss + "clip_ratio", float(cfg.clip_eps))
 
-    import pandas as pd
+    import pandas as pd   # optional-import: pandas costs ~1 s to import; only the parquet writer needs it
     rows, test, chat = _prompts(cfg)
     source = "openai/gsm8k" if cfg.task == "gsm8k" else cfg.task      # verl picks its reward function by it
 

@@ -32,33 +32,36 @@ from __future__ import annotations
 import copy
 import math
 import random
+import shutil
 import signal as signal_mod
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from . import losses as L
+from . import objectives
+from . import zoo
+from .adapters import reference_policy
 from .batching import decode_completions, forced_rollout, prompt_batch
 from .config import ConfigError, TrainConfig, validate
 from .costs import CostMeter
 from .evaluation import evaluate
-from .hf import reference_policy
+from .losses import TEACHER_LOGIT_FLOOR
 from .metrics import LengthAlarm, repetition_rate
 from .models import count_params, pick_device
+from .objectives import LossInputs
 from .rollout import completion_logits, sample
-from .student_samples import student_samples
 from .runs import RunDir, RunDirError, RunDirLocked, latest_checkpoint, load_config, preflight
+from .sampling import seed_for
+from .student_samples import student_samples
 from .tasks import get_task
 from .tasks.jsonl import JsonlProblems
 from .tokenizer import token_strings, vocab_mismatch
-from . import zoo
 
 EVAL_SEED = 0
-# -inf teacher logits (a masked / banned vocabulary) are floored here: a token the teacher forbids then costs
-# a very large but finite penalty, instead of an inf reward or KL whose gradient is nan.
-TEACHER_LOGIT_FLOOR = -1e4
 
 
 class TrainingError(RuntimeError):
@@ -77,10 +80,6 @@ class RunDirWriter:
 
     def on_step(self, record):
         self.run_dir.log_step(record)
-
-
-def _seed_for(seed: int, step: int, stream: int) -> int:
-    return (seed * 1_000_003 + step * 7919 + stream) % (2**63 - 1)
 
 
 def _check_source(role: str, name: str) -> None:
@@ -138,9 +137,8 @@ class Trainer:
             raise ConfigError(f"eval_split {cfg.eval_split!r} is not a split of task {self.task.name!r}; choose one "
                               f"of {[s for s in self.task.splits if s != 'train']}")
         self.device = pick_device(cfg.device)
-        self.teacher_scores = cfg.loss in ("sampled_token", "full_kl", "jsd", "topk")
-        need_teacher = (self.teacher_scores or cfg.lmbda < 1
-                        or (cfg.source == "teacher" and cfg.sft_data == "teacher"))
+        self.teacher_scores = objectives.teacher_scores(cfg)
+        need_teacher = objectives.needs_teacher_model(cfg)
         t_name, s_name = (cfg.teacher, cfg.student)
         if (t_name is None and teacher is None) or (s_name is None and student is None):
             dt, ds = zoo.default_pair(self.task.name)
@@ -195,9 +193,9 @@ class Trainer:
                               "use a checkpoint built for this task")
         self.student = student.train()
         self.ref = None
-        if cfg.kl_coef > 0 or cfg.lmbda_reward != 1.0:
+        if objectives.needs_reference(cfg):
             # pi_ref = the initial student, frozen (G-OPD / Stable-OPD)
-            # (a LoRA student: the base model with its adapters disabled, no copy; see hf.reference_policy)
+            # (a LoRA student: the base model with its adapters disabled, no copy; see adapters.reference_policy)
             self.ref = reference_policy(student)
         self.opt = torch.optim.AdamW(self.student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                                      betas=(0.9, 0.99))
@@ -239,7 +237,7 @@ class Trainer:
         """(problems, rollout, on_policy) for step k."""
         cfg = self.cfg
         rng = random.Random(f"{cfg.seed}:{k}:problems")
-        gen = torch.Generator(device=self.device).manual_seed(_seed_for(cfg.seed, k, 1))
+        gen = torch.Generator(device=self.device).manual_seed(seed_for(cfg.seed, k, 1))
         n_prompts = cfg.batch_size // cfg.num_generations
         unique = [self.task.make_problem(rng, "train") for _ in range(n_prompts)]
         problems = [p for p in unique for _ in range(cfg.num_generations)]   # groups contiguous
@@ -463,41 +461,10 @@ class Trainer:
         return cfg.temperature != 1.0 or (cfg.top_p is not None and cfg.top_p < 1.0) or cfg.top_k is not None
 
     def _loss(self, cfg, r, mask, rewards, s_logits, s_lp, t_logits, t_lp, ref_logits, stats, sampler_lp=None):
-        if cfg.loss == "ce":
-            weights = mask if cfg.signal == "dense" else mask * rewards[:, None]   # reward-filtered traces
-            if cfg.signal == "sparse":
-                stats["filter/kept_frac"] = (rewards > 0).float().mean().item()
-            return L.cross_entropy_loss(s_logits, r.completion_ids, weights)
-        if cfg.loss == "pg":
-            adv = L.grpo_advantages(rewards, cfg.num_generations, scale_rewards=cfg.scale_rewards)
-            stats["grpo/zero_adv_frac"] = L.zero_adv_frac(rewards, cfg.num_generations)
-            stats["grpo/credited_token_frac"] = ((adv != 0).float()[:, None] * mask).sum().item() / max(1.0, mask.sum().item())
-            return L.policy_gradient_loss(s_lp, s_lp.detach() if sampler_lp is None else sampler_lp, adv, mask,
-                                          clip_eps=cfg.clip_eps, reduction=cfg.reduction)
-        if cfg.loss == "sampled_token":
-            if cfg.lmbda_reward != 1.0:
-                ref_lp = L.token_logprobs(ref_logits, r.completion_ids)
-                adv = L.gopd_advantages(s_lp, t_lp, ref_lp, cfg.lmbda_reward)
-            else:
-                adv = L.opd_token_rewards(s_lp, t_lp)
-            if cfg.reward_clip is not None:
-                stats["reward/clipped_frac"] = ((adv < cfg.reward_clip).float() * mask).sum().item() / max(1.0, mask.sum().item())
-                adv = L.clip_rewards(adv, cfg.reward_clip)
-            if cfg.vopd:
-                _, kl_t = L.full_reverse_kl(s_logits.detach(), t_logits, mask)
-                adv = L.vopd_advantages(adv, kl_t)
-            adv = L.discounted_returns(adv, mask, cfg.gamma)
-            stats["opd/advantage_mean"] = L.masked_mean(adv, mask).item()
-            return L.sampled_token_opd_loss(s_lp, adv, mask, reduction=cfg.reduction, sampler_logprobs=sampler_lp)
-        if cfg.loss == "full_kl":
-            return L.full_reverse_kl(s_logits, t_logits, mask)[0]
-        if cfg.loss == "jsd":
-            return L.generalized_jsd(s_logits, t_logits, beta=cfg.beta, temperature=cfg.jsd_temperature, mask=mask)
-        if cfg.loss == "topk":
-            k = min(cfg.topk, s_logits.shape[-1])
-            return L.topk_reverse_kl(s_logits, t_logits, mask, k=k, renormalize=cfg.topk_renormalize,
-                                     sampled_ids=r.completion_ids if cfg.topk_include_sampled else None)[0]
-        raise ConfigError(f"unknown loss {cfg.loss!r}")
+        """The configured objective's loss (`objectives.OBJECTIVES[cfg.loss]`); it may add statistics to `stats`."""
+        inputs = LossInputs(rollout=r, mask=mask, rewards=rewards, s_logits=s_logits, s_lp=s_lp, t_logits=t_logits,
+                            t_lp=t_lp, ref_logits=ref_logits, sampler_lp=sampler_lp)
+        return objectives.get(cfg.loss).compute(inputs, cfg, stats)
 
     def _samples(self, problems, r, texts, verdicts, s_lp, t_lp) -> list[dict]:
         out = []
@@ -525,7 +492,7 @@ class Trainer:
         out = {"eval/accuracy": g["accuracy"], "eval/mean_length": g["mean_length"],
                "eval/truncated_frac": g["truncated_frac"]}
         if self.cfg.eval_sampled:
-            gen = torch.Generator(device=self.device).manual_seed(_seed_for(self.cfg.seed, step or 0, 2))
+            gen = torch.Generator(device=self.device).manual_seed(seed_for(self.cfg.seed, step or 0, 2))
             s = evaluate(model, self.tokenizer, self.task, probs, max_new_tokens=self.cfg.max_new_tokens,
                          temperature=1.0, generator=gen)
             out["eval/sampled_accuracy"] = s["accuracy"]
@@ -677,7 +644,6 @@ class Trainer:
         return self._save(g_step, g_costs, 0, self._good)
 
     def _save(self, step: int, costs: dict, nonfinite_in_row: int, good) -> Path:
-        import shutil
         tmp = self.run_dir.path / "checkpoints" / f".tmp_step_{step:06d}"
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -752,7 +718,6 @@ class Trainer:
 
 
 def replace_cfg(cfg: TrainConfig, **kw) -> TrainConfig:
-    from dataclasses import replace
     return replace(cfg, **kw)
 
 
