@@ -25,7 +25,7 @@ from . import compare as compare_module
 from . import objectives
 from . import zoo, zoo_build
 from .compare import DEFAULT_BUDGET, DEFAULT_SWEEP, compare, sweep
-from .config import PRESETS, ConfigError, TrainConfig
+from .config import PRESETS, RENAMED, ConfigError, TrainConfig
 from .export import export_run
 from .loggers import watchers_for
 from .runs import RunDirError
@@ -40,9 +40,25 @@ def emit(obj, as_json: bool):
         print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in obj.items()), flush=True)
 
 
+class _RenamedFlag(argparse.Action):
+    """An old flag name (`config.RENAMED`): sets the new field and says so on stderr, for one release."""
+
+    def __call__(self, parser, ns, values, option_string=None):
+        new = "--" + self.dest.replace("_", "-")
+        print(f"warning: {option_string} is renamed {new}; the old flag is accepted for one release",
+              file=sys.stderr, flush=True)
+        setattr(ns, self.dest, values)
+
+
 def _add_config_flags(p: argparse.ArgumentParser, skip=()):
-    """One flag per TrainConfig field (so any method or loss option is settable)."""
+    """One flag per TrainConfig field (so any method or loss option is settable), and the old names of renamed
+    fields as hidden aliases."""
     hints = typing.get_type_hints(TrainConfig)
+    for old, new in RENAMED.items():
+        if new not in skip:
+            base = next(a for a in typing.get_args(hints[new]) or (hints[new],) if a is not type(None))
+            p.add_argument("--" + old.replace("_", "-"), dest=new, type=base, default=None, action=_RenamedFlag,
+                           help=argparse.SUPPRESS)
     for f in dataclasses.fields(TrainConfig):
         if f.name in skip or f.name == "preset_applied":
             continue

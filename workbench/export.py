@@ -54,7 +54,7 @@ RUN_LOCAL = frozenset({
 
 # settings of the loss / advantage that have no counterpart in either engine, with the value at
 # which they do nothing (a run at that value loses nothing by the export)
-NEUTRAL = {"gamma": 0.0, "vopd": False, "reward_clip": None, "mask_special_tokens": False, "lmbda_reward": 1.0,
+NEUTRAL = {"gamma": 0.0, "vopd": False, "reward_clip": None, "mask_special_tokens": False, "reward_scale": 1.0,
            "sft_coef": 0.0, "kl_coef": 0.0, "lmbda": 1.0, "clip_eps": None}
 
 WHY = {
@@ -62,7 +62,7 @@ WHY = {
     "vopd": "the vOPD control-variate baseline",
     "reward_clip": "the REOPOLD floor on the per-token reward",
     "mask_special_tokens": "dropping the teacher's signal at the student's EOS",
-    "lmbda_reward": "the G-OPD / ExOPD reward extrapolation against the initial student",
+    "reward_scale": "the G-OPD / ExOPD reward extrapolation against the initial student",
     "sft_coef": "the Stable-OPD gold-solution SFT mixture",
     "kl_coef": "the KL-to-initial-student anchor",
     "lmbda": "GKD's mixing of teacher-generated batches (lmbda < 1)",
@@ -152,7 +152,7 @@ def _inert(cfg: TrainConfig, name: str) -> bool:
         "teacher_temperature": cfg.lmbda == 1.0,     # samples teacher batches only when lmbda < 1
         "beta": cfg.loss != "jsd",
         "jsd_temperature": cfg.loss != "jsd",
-        "topk": cfg.loss != "topk",                  # else only the topk_overlap diagnostic
+        "teacher_topk": cfg.loss != "topk",          # else only the topk_overlap diagnostic
         "topk_renormalize": cfg.loss != "topk",
         "topk_include_sampled": cfg.loss != "topk",
         "sdar_coef": cfg.loss != "sdar",
@@ -250,11 +250,11 @@ def _to_trl(cfg: TrainConfig, out: Path, num_processes: int) -> Export:
                                 "objective, no sampling noise). The estimator itself: trl.experimental.iw_opd "
                                 "(distillation_objective='iw_opd', iw_opd_gamma=0)",
                "topk": f"TRL's DistillationTrainer has no teacher top-K support (workbench: reverse KL on the "
-                       f"teacher's top-{cfg.topk}{', renormalised' if cfg.topk_renormalize else ''}); exported as "
+                       f"teacher's top-{cfg.teacher_topk}{', renormalised' if cfg.topk_renormalize else ''}); exported as "
                        "beta=1.0, the full-vocabulary reverse KL"}[cfg.loss]
         ex.approximated["loss"] = f"loss={cfg.loss!r}: {why}"
         if cfg.loss == "topk":
-            for n in ("topk", "topk_renormalize", "topk_include_sampled"):
+            for n in ("teacher_topk", "topk_renormalize", "topk_include_sampled"):
                 ex.unmapped[n] = f"{n}={getattr(cfg, n)!r}: a setting of the top-K loss, which TRL's trainer lacks"
     # TRL uses one temperature for sampling and for the loss; workbench samples at `temperature` and scores
     # the loss at 1 (JSD: at jsd_temperature)
@@ -348,13 +348,13 @@ def _to_verl(cfg: TrainConfig, out: Path, num_processes: int) -> Export:
         ex.mapped["loss"] = ("loss_mode=k1, use_policy_gradient=True (advantage -k1 = log q - log pi: the same "
                              "per-token reward and surrogate)")
     elif cfg.loss == "topk":
-        o |= {loss + "loss_mode": "forward_kl_topk", loss + "topk": int(cfg.topk),
+        o |= {loss + "loss_mode": "forward_kl_topk", loss + "topk": int(cfg.teacher_topk),
               loss + "use_policy_gradient": False}
-        handled |= {"topk", "topk_renormalize", "topk_include_sampled"}
-        ex.approximated["loss"] = (f"loss='topk' (reverse KL on the teacher's top-{cfg.topk}"
+        handled |= {"teacher_topk", "topk_renormalize", "topk_include_sampled"}
+        ex.approximated["loss"] = (f"loss='topk' (reverse KL on the teacher's top-{cfg.teacher_topk}"
                                    f"{', renormalised' if cfg.topk_renormalize else ''}): verl 0.9.1 has only "
                                    f"forward_kl_topk (forward KL on the teacher's top-K, not renormalised); "
-                                   f"exported as that, topk={cfg.topk}")
+                                   f"exported as that, topk={cfg.teacher_topk}")
     else:
         o |= {loss + "loss_mode": "k1", loss + "use_policy_gradient": True}
         what = "the full-vocabulary reverse KL" if cfg.loss == "full_kl" else f"the generalized JSD (beta={cfg.beta})"

@@ -33,9 +33,10 @@ from .adapters import (AdapterDisabledRef, LoraSpec, add_lora, enable_gradient_c
                        load_adapter, lora_summary, reference_policy, save_adapter, use_new_adapter)
 from .hub import (chat_prompt_ids, has_bitsandbytes, is_local, load_config, load_model, load_tokenizer,  # noqa: F401
                   resolve)
-from .pairs import Pair, TeacherView, load_pair, trainer_for  # noqa: F401
+from .pairs import Pair, TeacherView, load_pair  # noqa: F401
 from .standins import (CHATML_TEMPLATE, TINY_SHAPES, TINY_SPECIALS, make_tiny_model, make_tiny_pair,  # noqa: F401
                        make_tiny_tokenizer, tiny_config)
+from .trainer import trainer_for  # noqa: F401
 
 __all__ = ["AdapterDisabledRef", "LoraSpec", "Pair", "TeacherView", "add_lora", "chat_prompt_ids",
            "enable_gradient_checkpointing", "is_peft", "load_adapter", "load_config", "load_model", "load_pair",

@@ -118,9 +118,9 @@ def _pg(b: LossInputs, cfg, stats):
 
 
 def _sampled_token(b: LossInputs, cfg, stats):
-    if cfg.lmbda_reward != 1.0:
+    if cfg.reward_scale != 1.0:
         ref_lp = L.token_logprobs(b.ref_logits, b.rollout.completion_ids)
-        adv = L.gopd_advantages(b.s_lp, b.t_lp, ref_lp, cfg.lmbda_reward)
+        adv = L.gopd_advantages(b.s_lp, b.t_lp, ref_lp, cfg.reward_scale)
     else:
         adv = L.opd_token_rewards(b.s_lp, b.t_lp)
     if cfg.reward_clip is not None:
@@ -135,7 +135,7 @@ def _sampled_token(b: LossInputs, cfg, stats):
 
 
 def _topk(b: LossInputs, cfg, stats):
-    k = min(cfg.topk, b.s_logits.shape[-1])
+    k = min(cfg.teacher_topk, b.s_logits.shape[-1])
     return L.topk_reverse_kl(b.s_logits, b.t_logits, b.mask, k=k, renormalize=cfg.topk_renormalize,
                              sampled_ids=b.rollout.completion_ids if cfg.topk_include_sampled else None)[0]
 
@@ -153,9 +153,9 @@ OFF_DENSE, OFF_SPARSE, ON_DENSE, ON_SPARSE = (("teacher", "dense"), ("teacher", 
 register(Objective("ce", (OFF_DENSE, OFF_SPARSE), _ce,
                    doc="cross-entropy on given traces; sparse: weighted by the verifier's reward (filtered SFT)"))
 register(Objective("sampled_token", (ON_DENSE,), _sampled_token, needs_teacher=True,
-                   needs_reference=lambda cfg: cfg.lmbda_reward != 1.0,
+                   needs_reference=lambda cfg: cfg.reward_scale != 1.0,
                    doc="on-policy distillation: log q - log p of each sampled token as its reward "
-                       "(G-OPD / ExOPD with lmbda_reward != 1, vOPD, clipping, discounting)"))
+                       "(G-OPD / ExOPD with reward_scale != 1, vOPD, clipping, discounting)"))
 register(Objective("full_kl", (OFF_DENSE, ON_DENSE), lambda b, cfg, stats: L.full_reverse_kl(
     b.s_logits, b.t_logits, b.mask)[0], needs_teacher=True, doc="analytic full-vocabulary reverse KL"))
 register(Objective("jsd", (OFF_DENSE, ON_DENSE), lambda b, cfg, stats: L.generalized_jsd(

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
-from . import objectives
+from . import zoo
 from .adapters import LoraSpec, add_lora, enable_gradient_checkpointing
 from .compat import check_pair
-from .config import ConfigError, TrainConfig
+from .config import ConfigError
 from .hub import load_config, load_model, load_tokenizer
 from .models import count_params, pick_device, pick_dtype
 from .sampling import cache_kwarg
-from .trainer import Trainer
+from .tokenizer import vocab_mismatch
 
 class TeacherView(torch.nn.Module):
     """A frozen teacher seen from the student's device and vocabulary.
@@ -130,12 +131,63 @@ def load_pair(teacher, student, *, device="auto", dtype="auto", lora: LoraSpec |
                 teacher_name=str(teacher), student_name=str(student), device=dev, dtype=dt, lora=spec, info=info)
 
 
-def trainer_for(pair: Pair, task, method: str = "opd", **overrides):
-    """A `Trainer` on the pair's objects (teacher left out for methods that never use it)."""
-    cfg = TrainConfig.for_method(method, **{"task": getattr(task, "name", str(task)), "teacher": pair.teacher_name,
-                                            "student": pair.student_name, "device": str(pair.device), **overrides})
-    uses_teacher = objectives.needs_teacher_model(cfg)
-    if uses_teacher and pair.teacher is None:
-        raise ConfigError(f"method {method!r} needs the teacher; load the pair with load_teacher=True")
-    return Trainer(cfg, teacher=pair.teacher if uses_teacher else None, student=pair.student,
-                   tokenizer=pair.tokenizer, task=task)
+# --------------------------------------------------------------------------------------------
+# toy checkpoints by name (zoo entries and local directories): the trainer, compare and experiments
+# --------------------------------------------------------------------------------------------
+
+
+def check_checkpoint(role: str, name: str) -> None:
+    """Fail before loading anything when a teacher/student reference cannot be a checkpoint."""
+    if name in zoo.RECIPES:
+        zoo.path(name)          # FileNotFoundError naming the rebuild command when the entry is not built
+        return
+    p = Path(name).expanduser()
+    if p.exists():
+        if not p.is_dir():
+            raise FileNotFoundError(f"{role} checkpoint {name!r} is a file; pass a checkpoint directory (written "
+                                    "by save_pretrained) or a zoo name")
+        if not (p / "config.json").exists():
+            raise FileNotFoundError(f"{role} checkpoint {name!r} has no config.json: not a Hugging Face checkpoint "
+                                    "directory; save one with model.save_pretrained(dir)")
+        if not ((p / "tokenizer.json").exists() or (p / "tokenizer_config.json").exists()):
+            raise FileNotFoundError(f"{role} checkpoint {name!r} has no tokenizer files; save the tokenizer into "
+                                    "the same directory with tokenizer.save_pretrained(dir)")
+        return
+    parts = name.split("/")
+    if len(parts) == 2 and all(parts) and not name.startswith((".", "~")):
+        return                  # a Hugging Face hub id: from_pretrained resolves it (network or local cache)
+    raise FileNotFoundError(f"{role} checkpoint {name!r} does not exist: it is neither a zoo entry "
+                            f"({sorted(zoo.RECIPES)}) nor a checkpoint directory")
+
+
+def load_checkpoint(role: str, name: str, device: str, trainable: bool = True):
+    """(model, tokenizer) of a zoo name or checkpoint directory: frozen unless `trainable`; errors name the fix."""
+    try:
+        return zoo.load(name, device=device, trainable=trainable)
+    except FileNotFoundError:
+        raise
+    except Exception as e:
+        raise ConfigError(f"could not load the {role} checkpoint {name!r} ({type(e).__name__}: {e}); it must be a "
+                          "directory written by save_pretrained (config.json, weights, tokenizer files)") from e
+
+
+def check_vocab(t_tok, s_tok, t_name: str, s_name: str) -> None:
+    problem = vocab_mismatch(t_tok, s_tok)
+    if problem:
+        raise ConfigError(f"teacher {t_name!r} and student {s_name!r} tokenizers differ: {problem}. "
+                          "On-policy distillation compares log-probs token by token, so both must "
+                          "share one vocabulary; use a pair built for the same task/tokenizer")
+
+
+def load_models(teacher: str, student: str, device: str = "cpu", *, load_teacher: bool = True):
+    """(teacher frozen or None, student trainable, the student's tokenizer) from zoo names or checkpoint
+    directories, checked before loading (`check_checkpoint`) and for one shared vocabulary after."""
+    check_checkpoint("student", student)
+    if load_teacher:
+        check_checkpoint("teacher", teacher)
+    s_model, s_tok = load_checkpoint("student", student, str(device))
+    t_model = None
+    if load_teacher:
+        t_model, t_tok = load_checkpoint("teacher", teacher, str(device), trainable=False)
+        check_vocab(t_tok, s_tok, teacher, student)
+    return t_model, s_model, s_tok

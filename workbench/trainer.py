@@ -42,11 +42,11 @@ from pathlib import Path
 import torch
 
 from . import losses as L
-from . import objectives
+from . import objectives, pairs
 from . import zoo
 from .adapters import reference_policy
 from .batching import decode_completions, forced_rollout, prompt_batch
-from .config import ConfigError, TrainConfig, validate
+from .config import ConfigError, TrainConfig, generation_length, validate
 from .costs import CostMeter
 from .evaluation import evaluate
 from .losses import TEACHER_LOGIT_FLOOR
@@ -59,7 +59,7 @@ from .sampling import seed_for
 from .student_samples import student_samples
 from .tasks import get_task
 from .tasks.jsonl import JsonlProblems
-from .tokenizer import token_strings, vocab_mismatch
+from .tokenizer import token_strings
 
 EVAL_SEED = 0
 
@@ -82,75 +82,62 @@ class RunDirWriter:
         self.run_dir.log_step(record)
 
 
-def _check_source(role: str, name: str) -> None:
-    """Fail before loading anything when a teacher/student reference cannot be a checkpoint."""
-    if name in zoo.RECIPES:
-        zoo.path(name)          # FileNotFoundError naming the rebuild command when the entry is not built
-        return
-    p = Path(name).expanduser()
-    if p.exists():
-        if not p.is_dir():
-            raise FileNotFoundError(f"{role} checkpoint {name!r} is a file; pass a checkpoint directory (written "
-                                    "by save_pretrained) or a zoo name")
-        if not (p / "config.json").exists():
-            raise FileNotFoundError(f"{role} checkpoint {name!r} has no config.json: not a Hugging Face checkpoint "
-                                    "directory; save one with model.save_pretrained(dir)")
-        if not ((p / "tokenizer.json").exists() or (p / "tokenizer_config.json").exists()):
-            raise FileNotFoundError(f"{role} checkpoint {name!r} has no tokenizer files; save the tokenizer into "
-                                    "the same directory with tokenizer.save_pretrained(dir)")
-        return
-    parts = name.split("/")
-    if len(parts) == 2 and all(parts) and not name.startswith((".", "~")):
-        return                  # a Hugging Face hub id: from_pretrained resolves it (network or local cache)
-    raise FileNotFoundError(f"{role} checkpoint {name!r} does not exist: it is neither a zoo entry "
-                            f"({sorted(zoo.RECIPES)}) nor a checkpoint directory")
+def _task_for(cfg: TrainConfig, task=None):
+    """The task object a config trains on (a JSONL file's problems when `cfg.data`); checks the eval split."""
+    cfg = cfg.resolved()
+    validate(cfg)                                # a bad config fails before a data file is read
+    task_obj = get_task(task if task is not None else cfg.task)
+    if cfg.data:
+        task_obj = JsonlProblems(cfg.data, base=task_obj)     # bad rows fail here, naming file and line
+    if cfg.eval_split not in task_obj.splits:
+        raise ConfigError(f"eval_split {cfg.eval_split!r} is not a split of task {task_obj.name!r}; choose one "
+                          f"of {[s for s in task_obj.splits if s != 'train']}")
+    return task_obj
 
 
-def _load(role: str, name: str, device: str, trainable: bool = True):
-    try:
-        return zoo.load(name, device=device, trainable=trainable)
-    except FileNotFoundError:
-        raise
-    except Exception as e:
-        raise ConfigError(f"could not load the {role} checkpoint {name!r} ({type(e).__name__}: {e}); it must be a "
-                          "directory written by save_pretrained (config.json, weights, tokenizer files)") from e
+def resolve_config(cfg: TrainConfig, task, *, teacher_given: bool = False, student_given: bool = False
+                   ) -> TrainConfig:
+    """The complete config a run uses, decided once: the method's preset applied, every field validated,
+    teacher/student named (the task's zoo pair by default; "<object>" for a model passed in without a
+    name), the generation length decided (`config.generation_length`, at least the task's longest
+    reference solution + EOS). Pure: `cfg` is not changed; the result is frozen.
+    """
+    cfg = cfg.resolved()
+    validate(cfg)
+    t_name, s_name = cfg.teacher, cfg.student
+    if (t_name is None and not teacher_given) or (s_name is None and not student_given):
+        dt, ds = zoo.default_pair(task.name)
+        t_name, s_name = t_name or dt, s_name or ds
+    min_new = task.min_new_tokens()
+    max_new = generation_length(task, cfg.max_new_tokens)
+    if max_new < min_new:
+        raise ConfigError(f"max_new_tokens={max_new} is below what task {task.name!r} needs "
+                          f"({min_new} tokens for its longest reference solution + EOS); raise it")
+    return replace(cfg, teacher=t_name if not teacher_given else (cfg.teacher or "<object>"),
+                   student=s_name if not student_given else (cfg.student or "<object>"),
+                   max_new_tokens=max_new).frozen()
 
 
 class Trainer:
     def __init__(self, cfg: TrainConfig | None = None, *, teacher=None, student=None, tokenizer=None, task=None,
-                 _resume_dir: str | None = None, **overrides):
+                 _resume_dir: str | None = None, _student_from: str | None = None, **overrides):
         """Build from a config (or keyword overrides of one). Everything is validated before models load.
 
-        `teacher`/`student`/`tokenizer`/`task` may be passed as objects (e.g. models built in a notebook);
-        otherwise they come from `cfg.teacher`/`cfg.student` (zoo names or checkpoint directories).
+        `teacher`/`student`/`tokenizer`/`task` may be passed as ready-made objects (models built in a notebook,
+        `pairs.load_models`, `pairs.load_pair`); otherwise they are loaded from `cfg.teacher`/`cfg.student`
+        (zoo names or checkpoint directories) by `pairs.load_checkpoint`. A student passed in is trained
+        in place: its weights change with every step (pass a copy to keep the original).
         """
         if cfg is None:
             cfg = TrainConfig.for_method(overrides.pop("method", "opd"), **overrides)
         elif overrides:
             raise ConfigError("pass either a TrainConfig or keyword options, not both")
-        cfg = cfg.resolved()
-        validate(cfg)
-        self.task = get_task(task if task is not None else cfg.task)
-        if cfg.data:
-            self.task = JsonlProblems(cfg.data, base=self.task)     # bad rows fail here, naming file and line
-        if cfg.eval_split not in self.task.splits:
-            raise ConfigError(f"eval_split {cfg.eval_split!r} is not a split of task {self.task.name!r}; choose one "
-                              f"of {[s for s in self.task.splits if s != 'train']}")
+        self.task = _task_for(cfg, task)
+        cfg = resolve_config(cfg, self.task, teacher_given=teacher is not None, student_given=student is not None)
         self.device = pick_device(cfg.device)
         self.teacher_scores = objectives.teacher_scores(cfg)
         need_teacher = objectives.needs_teacher_model(cfg)
-        t_name, s_name = (cfg.teacher, cfg.student)
-        if (t_name is None and teacher is None) or (s_name is None and student is None):
-            dt, ds = zoo.default_pair(self.task.name)
-            t_name, s_name = t_name or dt, s_name or ds
-        cfg.teacher = t_name if teacher is None else (cfg.teacher or "<object>")
-        cfg.student = s_name if student is None else (cfg.student or "<object>")
-        min_new = self.task.min_new_tokens()
-        max_new = cfg.max_new_tokens or self.task.max_new_tokens
-        if max_new < min_new:
-            raise ConfigError(f"max_new_tokens={max_new} is below what task {self.task.name!r} needs "
-                              f"({min_new} tokens for its longest reference solution + EOS); raise it")
-        cfg.max_new_tokens = max_new
+        t_name, s_name = cfg.teacher, (_student_from or cfg.student)
         if cfg.out is not None:
             try:
                 preflight(cfg.out, overwrite=cfg.overwrite, resume=_resume_dir is not None)
@@ -159,14 +146,14 @@ class Trainer:
             except RunDirError as e:
                 raise ConfigError(str(e)) from None
         if student is None:
-            _check_source("student", s_name)
+            pairs.check_checkpoint("student", s_name)
         if teacher is None and need_teacher:
-            _check_source("teacher", t_name)
+            pairs.check_checkpoint("teacher", t_name)
         self.cfg = cfg
 
         # ---- models -----------------------------------------------------------------------
         if student is None:
-            student, s_tok = _load("student", s_name, str(self.device))
+            student, s_tok = pairs.load_checkpoint("student", s_name, str(self.device))
         else:
             s_tok = tokenizer
             student = student.to(self.device)
@@ -176,12 +163,8 @@ class Trainer:
         self.teacher = None
         if need_teacher or teacher is not None:
             if teacher is None:
-                teacher, t_tok = _load("teacher", t_name, str(self.device), trainable=False)
-                problem = vocab_mismatch(t_tok, s_tok)
-                if problem:
-                    raise ConfigError(f"teacher {t_name!r} and student {s_name!r} tokenizers differ: {problem}. "
-                                      "On-policy distillation compares log-probs token by token, so both must "
-                                      "share one vocabulary; use a pair built for the same task/tokenizer")
+                teacher, t_tok = pairs.load_checkpoint("teacher", t_name, str(self.device), trainable=False)
+                pairs.check_vocab(t_tok, s_tok, t_name, s_name)
             teacher = teacher.to(self.device).eval().requires_grad_(False)
             if teacher.config.vocab_size != student.config.vocab_size:
                 raise ConfigError(f"teacher vocab_size {teacher.config.vocab_size} != student vocab_size "
@@ -407,7 +390,7 @@ class Trainer:
                 rec["teacher/token_reward_neg_frac"] = (tok_r[m] < 0).float().mean().item()
                 rec["teacher/reverse_kl"] = L.full_reverse_kl(s_logits.detach(), teacher_logits, mask)[0].item()
                 rec["teacher/topk_overlap"] = L.topk_overlap(s_logits.detach(), teacher_logits,
-                                                             min(cfg.topk, s_logits.shape[-1]), mask).item()
+                                                             min(cfg.teacher_topk, s_logits.shape[-1]), mask).item()
                 # k = 1: do student and teacher agree on the most likely next token? In a small vocabulary
                 # top-4 overlap is mostly the order of near-zero tail tokens; top-1 is not.
                 rec["teacher/top1_overlap"] = L.topk_overlap(s_logits.detach(), teacher_logits, 1, mask).item()
@@ -679,7 +662,7 @@ class Trainer:
             raise FileNotFoundError(f"cannot resume {str(run_dir)!r}: no such run directory")
         cfg = TrainConfig.from_dict(load_config(run_dir)["config"])
         if steps is not None:
-            cfg.steps = steps
+            cfg = replace(cfg, steps=steps)
         for role in ("student", "teacher"):
             if getattr(cfg, role) == "<object>":
                 raise ConfigError(f"cannot resume {str(run_dir)!r}: its {role} was passed as a model object, which "
@@ -688,10 +671,8 @@ class Trainer:
         ck = latest_checkpoint(run_dir)
         if ck is None:
             raise FileNotFoundError(f"{str(run_dir)!r} has no checkpoint to resume from; start a new run instead")
-        cfg.out = str(run_dir)
-        student_dir = str(ck)
-        trainer = cls(replace_cfg(cfg, student=student_dir), _resume_dir=str(run_dir))
-        trainer.cfg.student = cfg.student
+        # the student's weights come from the checkpoint; its name in the config stays the run's starting point
+        trainer = cls(replace(cfg, out=str(run_dir)), _resume_dir=str(run_dir), _student_from=str(ck))
         state = torch.load(ck / "trainer_state.pt", map_location=trainer.device, weights_only=False)
         trainer.opt.load_state_dict(state["optimizer"])
         trainer.costs.load_state_dict(state["costs"])
@@ -710,15 +691,11 @@ class Trainer:
             torch.cuda.set_rng_state_all([t.cpu() for t in rng["cuda"]])
         if trainer.ref is not None:
             # pi_ref is the *initial* student, not the checkpoint
-            init, _ = _load("reference (initial student)", cfg.student, str(trainer.device), trainable=False)
+            init, _ = pairs.load_checkpoint("reference (initial student)", cfg.student, str(trainer.device), trainable=False)
             trainer.ref = init
         trainer.run_dir.truncate_after(trainer.step_count)
         trainer.run_dir.log_event("resumed", step=trainer.step_count, checkpoint=ck.name)
         return trainer
-
-
-def replace_cfg(cfg: TrainConfig, **kw) -> TrainConfig:
-    return replace(cfg, **kw)
 
 
 class ProgressPrinter:
@@ -738,3 +715,14 @@ class ProgressPrinter:
             parts.append(f"EVAL {rec['eval/accuracy']:.3f}")
         parts.append(f"{rec['time/elapsed_s']:.0f}s")
         print("  ".join(parts), flush=True)
+
+
+def trainer_for(pair: "pairs.Pair", task, method: str = "opd", **overrides):
+    """A `Trainer` on the pair's objects (teacher left out for methods that never use it)."""
+    cfg = TrainConfig.for_method(method, **{"task": getattr(task, "name", str(task)), "teacher": pair.teacher_name,
+                                            "student": pair.student_name, "device": str(pair.device), **overrides})
+    uses_teacher = objectives.needs_teacher_model(cfg)
+    if uses_teacher and pair.teacher is None:
+        raise ConfigError(f"method {method!r} needs the teacher; load the pair with load_teacher=True")
+    return Trainer(cfg, teacher=pair.teacher if uses_teacher else None, student=pair.student,
+                   tokenizer=pair.tokenizer, task=task)
