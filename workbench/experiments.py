@@ -30,13 +30,12 @@ from types import SimpleNamespace
 import torch
 
 from . import losses as L
-from . import zoo
+from . import pairs, zoo
 from .analysis import column_steps
 from .batching import decode_completions, prompt_batch
 from .config import TrainConfig, generation_length
 from .evaluation import evaluate
 from .models import count_params, pick_device
-from .pairs import load_models
 from .rollout import completion_logits, sample
 from .tasks import get_task
 from .tokenizer import token_strings
@@ -207,7 +206,7 @@ def load_models(task: str = "addition", device: str = "auto", teacher: str | Non
     dev = pick_device(device)
     t_name, s_name = zoo.default_pair(task_obj.name) if (teacher is None or student is None) else (teacher, student)
     t_name, s_name = teacher or t_name, student or s_name
-    t_model, s_model, s_tok = load_models(t_name, s_name, str(dev))   # student trainable: gradient analyses
+    t_model, s_model, s_tok = pairs.load_named_pair(t_name, s_name, str(dev))   # student trainable: gradient analyses
     return SimpleNamespace(task=task_obj, teacher=t_model.eval(), student=s_model.eval(), tokenizer=s_tok,
                            device=dev, teacher_name=t_name, student_name=s_name)
 

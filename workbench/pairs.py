@@ -179,7 +179,7 @@ def check_vocab(t_tok, s_tok, t_name: str, s_name: str) -> None:
                           "share one vocabulary; use a pair built for the same task/tokenizer")
 
 
-def load_models(teacher: str, student: str, device: str = "cpu", *, load_teacher: bool = True):
+def load_named_pair(teacher: str, student: str, device: str = "cpu", *, load_teacher: bool = True):
     """(teacher frozen or None, student trainable, the student's tokenizer) from zoo names or checkpoint
     directories, checked before loading (`check_checkpoint`) and for one shared vocabulary after."""
     check_checkpoint("student", student)

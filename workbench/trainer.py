@@ -124,7 +124,7 @@ class Trainer:
         """Build from a config (or keyword overrides of one). Everything is validated before models load.
 
         `teacher`/`student`/`tokenizer`/`task` may be passed as ready-made objects (models built in a notebook,
-        `pairs.load_models`, `pairs.load_pair`); otherwise they are loaded from `cfg.teacher`/`cfg.student`
+        `pairs.load_named_pair`, `pairs.load_pair`); otherwise they are loaded from `cfg.teacher`/`cfg.student`
         (zoo names or checkpoint directories) by `pairs.load_checkpoint`. A student passed in is trained
         in place: its weights change with every step (pass a copy to keep the original).
         """
