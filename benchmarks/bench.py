@@ -543,11 +543,11 @@ def bench_teacher(teacher, student, tok, task_name: str, batch_size: int, max_ne
 # ---------------------------------------------------------------------------------------------------
 def bench_dashboard(repeats: int, dev, steps_per_run: int = 3, mode: str = "static") -> dict:
     """Wall time per training step with and without a dashboard callback; mode="live" redraws at the
-    default throttle (once a second) into an IPython shell that serialises each output (widgets.bench)."""
+    default throttle (once a second) into an IPython shell that serialises each output (benchmarks.live_shell)."""
     try:
         from widgets import TrainingDashboard
         if mode == "live":
-            from widgets.bench import live_shell
+            from benchmarks.live_shell import live_shell
             live_shell()
     except Exception as e:  # the widgets package is optional here
         return {"bench": "dashboard", "mode": mode, "skipped": True, "reason": f"widgets not importable: {e!r}"}
