@@ -49,7 +49,7 @@ demo: setup
 	$(PY) -m widgets.notebooks run 00_quickstart --out runs/demo --size full
 
 bench: setup
-	$(PY) -m workbench bench all --json
+	$(PY) -m benchmarks all --json
 
 zoo: setup
 	$(PY) -m workbench zoo build

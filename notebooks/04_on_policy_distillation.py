@@ -165,7 +165,7 @@ pd.DataFrame(drift).T
 # β = 0.5 the symmetric middle, and `full_kl` is the β = 1 end (reverse KL).
 
 # %%
-variants = {"full-vocab reverse KL (jsd β=1)": {"loss": "full_kl"}, "top-4": {"loss": "topk", "topk": 4},
+variants = {"full-vocab reverse KL (jsd β=1)": {"loss": "full_kl"}, "top-4": {"loss": "topk", "teacher_topk": 4},
             "jsd β=0.5": {"loss": "jsd", "beta": 0.5}, "forward KL (jsd β=0)": {"loss": "jsd", "beta": 0.0}}
 variants = {name: {**o, "lr": 1e-3} for name, o in variants.items()}
 for name, o in variants.items():

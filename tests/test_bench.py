@@ -1,6 +1,7 @@
-"""workbench.bench's time decomposition of a rollout call: its byte count against a brute-force sum, the
+"""benchmarks.bench's time decomposition of a rollout call: its byte count against a brute-force sum, the
 instrumentation removed afterwards, and the report table built from it. No timing assertions."""
-from workbench import bench, ckernels
+from benchmarks import bench
+from workbench import ckernels
 from workbench import fast_rollout as fr
 from workbench.models import build_model
 from workbench.rollout import pad_prompts

@@ -49,3 +49,55 @@ def test_resolution_round_trips_through_dict_copy_and_pickle():
     raw = TrainConfig(method="gkd", lmbda=1.0)
     for clone in (copy.deepcopy(raw), pickle.loads(pickle.dumps(raw))):
         assert clone.resolved().lmbda == 1.0
+
+
+def test_resolution_is_pure_complete_and_frozen():
+    """trainer.resolve_config decides teacher, student and generation length once; the input is untouched and
+    the result refuses edits (nothing changes a run's config after validation)."""
+    import dataclasses
+
+    from workbench import zoo
+    from workbench.config import ConfigError
+    from workbench.tasks import get_task
+    from workbench.trainer import resolve_config
+
+    task = get_task("addition")
+    cfg = TrainConfig(method="opd")
+    before = dataclasses.asdict(cfg)
+    out = resolve_config(cfg, task)
+    assert dataclasses.asdict(cfg) == before                       # pure
+    assert (out.teacher, out.student) == zoo.default_pair("addition")
+    assert out.max_new_tokens == task.max_new_tokens and out.loss == "sampled_token" and out.lr == 3e-4
+    with pytest.raises(dataclasses.FrozenInstanceError, match="dataclasses.replace"):
+        out.max_new_tokens = 3
+    assert dataclasses.replace(out, steps=7).steps == 7             # a new config is built instead
+    given = resolve_config(cfg, task, teacher_given=True, student_given=True)
+    assert (given.teacher, given.student) == ("<object>", "<object>")
+    with pytest.raises(ConfigError, match="max_new_tokens=2 is below"):
+        resolve_config(TrainConfig(method="opd", max_new_tokens=2), task)
+
+
+def test_old_field_names_are_accepted_with_a_deprecation_warning(tmp_path, capsys):
+    """`topk` -> `teacher_topk`, `lmbda_reward` -> `reward_scale`: keyword arguments, for_method options, an
+    older run's config.json and CLI flags still work for one release, each saying the new name."""
+    import json
+
+    from workbench import cli
+    from workbench.config import ConfigError
+
+    with pytest.warns(DeprecationWarning, match="'topk' is renamed 'teacher_topk'"):
+        assert TrainConfig(method="opd", topk=8).teacher_topk == 8
+    with pytest.warns(DeprecationWarning, match="'lmbda_reward' is renamed 'reward_scale'"):
+        assert TrainConfig.for_method("exopd", lmbda_reward=1.5).reward_scale == 1.5
+    old = TrainConfig.for_method("exopd").to_dict()
+    old["lmbda_reward"] = old.pop("reward_scale")
+    old["topk"] = old.pop("teacher_topk")
+    with pytest.warns(DeprecationWarning):
+        cfg = TrainConfig.from_dict(json.loads(json.dumps(old)))
+    assert cfg == TrainConfig.for_method("exopd")
+    with pytest.raises(ConfigError, match="both 'topk' and its new name 'teacher_topk'"):
+        TrainConfig(topk=2, teacher_topk=3)
+    ns = cli.build_parser().parse_args(["train", "--topk", "6", "--lmbda-reward", "1.25"])
+    assert (ns.teacher_topk, ns.reward_scale) == (6, 1.25)
+    err = capsys.readouterr().err
+    assert "--topk is renamed --teacher-topk" in err and "--lmbda-reward is renamed --reward-scale" in err

@@ -312,7 +312,7 @@ def test_export_lists_what_each_engine_lacks(tiny_run, tmp_path):
         ex = export_run(r, to)
         assert "temperature" in ex.approximated and "temperature" not in ex.mapped
     assert "temperature" in export_run(run, "trl").mapped
-    r = _variant(run, tmp_path, loss="topk", topk=8, gamma=0.9, vopd=False)
+    r = _variant(run, tmp_path, loss="topk", teacher_topk=8, gamma=0.9, vopd=False)
     verl_ex = export_run(r, "verl")
     assert verl_ex.overrides["distillation.distillation_loss.loss_mode"] == "forward_kl_topk"
     assert verl_ex.overrides["distillation.distillation_loss.topk"] == 8

@@ -6,7 +6,7 @@ SDPA), GQA, biases, non-default rotary scaling, peft LoRA adapters (active, disa
 with float32 adapters)); stored log-probs equal a re-scoring forward and the generic loop's; sampled
 token frequencies match the model's exact joint distribution (chi-square at a fixed seed, with a control
 showing the bound rejects a slightly wrong distribution); unsupported models fall back to the generic loop.
-No timing assertions here: speed is measured by `python -m workbench bench` (docs/benchmarks.md).
+No timing assertions here: speed is measured by `python -m benchmarks` (docs/benchmarks.md).
 """
 import math
 

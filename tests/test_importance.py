@@ -14,7 +14,8 @@ import torch.nn.functional as F
 
 from workbench import losses as L
 from workbench.models import build_model
-from workbench.rollout import _filter_logits, completion_logits, pad_prompts, sample
+from workbench.sampling import _filter_logits
+from workbench.rollout import completion_logits, pad_prompts, sample
 from workbench.tasks import get_task
 from workbench.tokenizer import build_tokenizer
 

@@ -122,7 +122,7 @@ def test_makefile_stamp_skips_setup_until_pyproject_changes(tmp_path):
     assert _dry_run(d, "test") == [".venv/bin/python -m pytest -q -p no:cacheprovider --durations=15"]
     assert _dry_run(d, "test-slow") == [".venv/bin/python -m pytest -q -p no:cacheprovider --durations=15 -m slow"]
     assert _dry_run(d, "demo") == [".venv/bin/python -m widgets.notebooks run 00_quickstart --out runs/demo --size full"]
-    assert _dry_run(d, "bench") == [".venv/bin/python -m workbench bench all --json"]
+    assert _dry_run(d, "bench") == [".venv/bin/python -m benchmarks all --json"]
     assert _dry_run(d, "zoo") == [".venv/bin/python -m workbench zoo build"]
     # an existing venv is not re-created, but a newer pyproject.toml re-runs the installs
     (tmp_path / "stale").mkdir()

@@ -7,7 +7,8 @@ from types import SimpleNamespace
 
 from workbench.batching import prompt_batch
 from workbench.models import build_model
-from workbench.rollout import _filter_logits, pad_prompts, positions_from_mask, sample, sequence_logprobs
+from workbench.sampling import _filter_logits
+from workbench.rollout import pad_prompts, positions_from_mask, sample, sequence_logprobs
 from workbench.tasks import get_task
 from workbench.tokenizer import build_tokenizer
 from workbench import zoo

@@ -645,11 +645,11 @@ def test_stop_clicks_are_handled_in_the_middle_of_a_long_step():
 
 
 def test_bench_dashboard_live_row_measures_real_redraws():
-    """`python -m workbench bench dashboard` reports the live dashboard's cost from redraws that happened."""
+    """`python -m benchmarks dashboard` reports the live dashboard's cost from redraws that happened."""
     import torch
     from IPython.core.interactiveshell import InteractiveShell
 
-    from workbench.bench import bench_dashboard
+    from benchmarks.bench import bench_dashboard
 
     existed = InteractiveShell.initialized()
     try:

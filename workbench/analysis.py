@@ -6,6 +6,7 @@ Kept out of the notebooks so that they stay a few lines per cell, and tested
 """
 from __future__ import annotations
 
+import copy
 import re
 
 import torch
@@ -124,7 +125,6 @@ def teacher_with_moved_token(teacher, token_id: int, to_id: int):
     with a different EOS (or format) token id does when it scores another tokenizer's ids. Tied input
     embeddings are untied first, so the teacher still *reads* every id as before.
     """
-    import copy
 
     t = copy.deepcopy(teacher)
     head = t.get_output_embeddings()
@@ -152,7 +152,6 @@ def teacher_with_swapped_tokens(teacher, a: int, b: int):
     thinking pattern in its smallest form: it scores the student's `,` as an id it never emits, and
     reads it, in the student's prefixes, as an id it never saw.
     """
-    import copy
 
     t = copy.deepcopy(teacher)
     emb, head = t.get_input_embeddings(), t.get_output_embeddings()

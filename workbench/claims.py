@@ -27,13 +27,17 @@ is generated from them (`python -m widgets.notebooks results --committed`), and
 """
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
 import platform
+import shutil
 import time
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
+
+import torch
 
 EVALUATED_SIZES = ("full",)
 
@@ -163,7 +167,6 @@ def write_results(run_dir, notebook: str, size: str, numbers: dict, claims: Clai
 
     `started` is a `time.time()` from the notebook's first cell (wall time covers the notebook's cells).
     """
-    import torch
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     doc = {
@@ -217,8 +220,6 @@ def verdict_differences(fresh_dir, results_dir=RESULTS_DIR) -> list[str]:
 
 
 def main(argv=None) -> int:
-    import argparse
-    import shutil
     ap = argparse.ArgumentParser(prog="python -m workbench.claims",
                                  description="Compare a fresh full-size run's verdicts with the committed results/*.json, "
                                              "or commit a fresh run's results.json files.")

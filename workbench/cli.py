@@ -1,12 +1,12 @@
-"""`python -m workbench ...`: headless training, comparisons, the zoo and benchmarks.
+"""`python -m workbench ...`: headless training, comparisons, the zoo and exports.
 
-(Notebooks are executed by `python -m widgets.notebooks run ...`: the library never imports Jupyter.)
+(Notebooks are executed by `python -m widgets.notebooks run ...` and benchmarks by `python -m benchmarks ...`:
+the library never imports Jupyter or the benchmarks.)
 
     python -m workbench train --method opd --steps 200 --out runs/opd --json
     python -m workbench train --resume runs/opd
     python -m workbench compare --json              # from the plateaued student, 3 seeds
     python -m workbench zoo list | zoo build [--only NAME]
-    python -m workbench bench {rollout,step,teacher,all} --json
     python -m workbench export --to {trl,verl} RUN_DIR [--out DIR] [--num-processes N]
 
 With --json every line printed is one JSON object; the last line is the summary.
@@ -21,19 +21,44 @@ import time
 import typing
 from pathlib import Path
 
-from .config import PRESETS, ConfigError, TrainConfig
+from . import compare as compare_module
+from . import objectives
+from . import zoo, zoo_build
+from .compare import DEFAULT_BUDGET, DEFAULT_SWEEP, compare, sweep
+from .config import PRESETS, RENAMED, ConfigError, TrainConfig
+from .export import export_run
+from .loggers import watchers_for
+from .runs import RunDirError
+from .trainer import Trainer, TrainingError
 
 
-def _emit(obj, as_json: bool):
+def emit(obj, as_json: bool):
+    """Print one result row: a JSON line with `as_json`, else `key=value` pairs (floats to 4 digits)."""
     if as_json:
         print(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)), flush=True)
     else:
         print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in obj.items()), flush=True)
 
 
+class _RenamedFlag(argparse.Action):
+    """An old flag name (`config.RENAMED`): sets the new field and says so on stderr, for one release."""
+
+    def __call__(self, parser, ns, values, option_string=None):
+        new = "--" + self.dest.replace("_", "-")
+        print(f"warning: {option_string} is renamed {new}; the old flag is accepted for one release",
+              file=sys.stderr, flush=True)
+        setattr(ns, self.dest, values)
+
+
 def _add_config_flags(p: argparse.ArgumentParser, skip=()):
-    """One flag per TrainConfig field (so any method or loss option is settable)."""
+    """One flag per TrainConfig field (so any method or loss option is settable), and the old names of renamed
+    fields as hidden aliases."""
     hints = typing.get_type_hints(TrainConfig)
+    for old, new in RENAMED.items():
+        if new not in skip:
+            base = next(a for a in typing.get_args(hints[new]) or (hints[new],) if a is not type(None))
+            p.add_argument("--" + old.replace("_", "-"), dest=new, type=base, default=None, action=_RenamedFlag,
+                           help=argparse.SUPPRESS)
     for f in dataclasses.fields(TrainConfig):
         if f.name in skip or f.name == "preset_applied":
             continue
@@ -43,6 +68,11 @@ def _add_config_flags(p: argparse.ArgumentParser, skip=()):
         flag = "--" + f.name.replace("_", "-")
         if base is bool:
             p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
+        elif f.name == "loss":      # the objectives registry lists what --loss can be, per corner
+            p.add_argument(flag, dest=f.name, type=base, default=None, metavar="LOSS",
+                           help="one of the registered objectives: " + "; ".join(
+                               f"{name} ({', '.join('/'.join(c) for c in o.corners)})"
+                               for name, o in objectives.OBJECTIVES.items()))
         else:
             p.add_argument(flag, dest=f.name, type=base, default=None, metavar=base.__name__.upper())
 
@@ -53,8 +83,6 @@ def _overrides(ns, skip=()) -> dict:
 
 
 def cmd_train(ns) -> int:
-    from .loggers import watchers_for
-    from .trainer import Trainer
     if ns.resume:
         trainer = Trainer.resume(ns.resume, steps=ns.steps)
     else:
@@ -67,20 +95,19 @@ def cmd_train(ns) -> int:
         def on_step(self, rec):
             row = {k: v for k, v in rec.items() if k != "samples"}
             if ns.json:
-                _emit(row, True)
+                emit(row, True)
             elif rec["step"] % 10 == 0 or "eval/accuracy" in rec:
-                _emit({k: row[k] for k in ("step", "loss", "rollout/mean_length", "train/accuracy") if k in row}
+                emit({k: row[k] for k in ("step", "loss", "rollout/mean_length", "train/accuracy") if k in row}
                       | {k: v for k, v in row.items() if k.startswith("eval/")}, False)
 
     summary = trainer.run(callbacks=[Printer(), *watchers])
     if "final_eval_accuracy" not in summary:
         summary["final_eval_accuracy"] = trainer.evaluate(step=trainer.step_count)["eval/accuracy"]
-    _emit(summary, ns.json)
+    emit(summary, ns.json)
     return 0 if summary["reason"] in ("completed", "stopped") else 1
 
 
 def cmd_compare(ns) -> int:
-    from .compare import DEFAULT_SWEEP, compare, sweep
     common = _overrides(ns, skip=("task", "seed", "out", "eval_every", "eval_problems", "eval_split", "device"))
     methods = [m for m in ns.methods.split(",") if m]
     unknown = [m for m in methods if m not in PRESETS]
@@ -99,7 +126,7 @@ def cmd_compare(ns) -> int:
             raise ConfigError("--sweep tries a grid of learning rates; do not also pass --lr")
         rows, best = sweep(grid={m: DEFAULT_SWEEP.get(m, (1e-4, 3e-4, 1e-3)) for m in methods}, **kw)
         for r in rows:
-            _emit(dict(r, best=r["lr"] == best[r["method"]]), ns.json)
+            emit(dict(r, best=r["lr"] == best[r["method"]]), ns.json)
         return 0
     res = compare(methods=methods, rival_factor=ns.rival_factor, target_frac=ns.target_frac, out=ns.out, **kw)
     for r in res["rows"]:
@@ -107,37 +134,30 @@ def cmd_compare(ns) -> int:
         if ns.curves:
             r["curves"] = {f"{r['method']}/seed{s}": res["log"].evals.get(f"{r['method']}/seed{s}", [])
                            for s in r["seeds"]}
-        _emit(r, ns.json)
-    _emit({k: res[k] for k in ("protocol", "teacher", "student", "teacher_accuracy", "start_accuracy",
+        emit(r, ns.json)
+    emit({k: res[k] for k in ("protocol", "teacher", "student", "teacher_accuracy", "start_accuracy",
                                "target_frac", "target_accuracy")}, ns.json)
     return 0
 
 
 def cmd_zoo(ns) -> int:
-    from . import zoo
     if ns.action == "list":
         for row in zoo.listing():
-            _emit(row, ns.json)
+            emit(row, ns.json)
         return 0
     t0 = time.time()
-    zoo.build(ns.only.split(",") if ns.only else None)
+    zoo_build.build(ns.only.split(",") if ns.only else None)
     print(f"zoo build finished in {time.time() - t0:.0f}s", flush=True)
     return 0
 
 
 def cmd_export(ns) -> int:
-    from .export import export_run
     ex = export_run(ns.run_dir, ns.to, out=ns.out, num_processes=ns.num_processes)
     if ns.json:
-        _emit(ex.to_dict(), True)
+        emit(ex.to_dict(), True)
     else:
         print(ex.report(), flush=True)
     return 0
-
-
-def cmd_bench(ns) -> int:
-    from .bench import main as bench_main
-    return bench_main(ns)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     c = sub.add_parser("compare", help="continued SFT vs GRPO vs OPD from one student, over seeds, with costs",
-                       description=__import__("workbench.compare", fromlist=["_"]).__doc__,
+                       description=compare_module.__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("--protocol", default="plateau", choices=["plateau", "weak"],
                    help="plateau (default): start from the student SFT-trained to its plateau; weak: from the "
@@ -183,20 +203,6 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("--json", action="store_true")
     z.set_defaults(func=cmd_zoo)
 
-    b = sub.add_parser("bench", help="benchmarks (ratios against a baseline measured in the same run)")
-    b.add_argument("what", choices=["rollout", "step", "teacher", "dashboard", "all"])
-    b.add_argument("--batch-size", type=int, default=None)
-    b.add_argument("--max-new-tokens", type=int, default=None)
-    b.add_argument("--model", default=None, help="zoo name or checkpoint directory")
-    b.add_argument("--repeats", type=int, default=5)
-    b.add_argument("--device", default="auto")
-    b.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    b.add_argument("--lora", type=int, default=0, metavar="R",
-                   help="bench rollout: wrap the model with rank-R LoRA adapters on every projection "
-                        "(workbench.hf.add_lora: float32 adapters), as a LoRA student samples")
-    b.add_argument("--json", action="store_true")
-    b.set_defaults(func=cmd_bench)
-
     x = sub.add_parser("export", help="a run's config as a TRL or verl config + launch command, listing every "
                                       "setting that does not carry over")
     x.add_argument("run_dir", metavar="RUN_DIR")
@@ -212,17 +218,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     ns = build_parser().parse_args(argv)
     if getattr(ns, "command", None) == "compare":
-        from .compare import DEFAULT_BUDGET
         ns.budget_tokens = ns.budget_tokens or DEFAULT_BUDGET
         ns.task = ns.task or "addition"
-    from .runs import RunDirError
     try:
         return ns.func(ns)
     except (ConfigError, FileNotFoundError, ValueError, RunDirError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except Exception as e:
-        from .trainer import TrainingError
         if isinstance(e, TrainingError):        # e.g. too many non-finite updates; the run directory is kept
             print(f"error: {e}", file=sys.stderr)
             return 1

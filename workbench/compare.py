@@ -39,6 +39,7 @@ from . import zoo
 from .experiments import RecordLog, cost_table, evaluate_model, held_out, train
 from .experiments import step_cap
 from .models import pick_device
+from .pairs import load_named_pair
 from .tasks import get_task
 
 PROTOCOLS = {"plateau": "{task}-student-sft", "weak": "{task}-student"}
@@ -104,8 +105,7 @@ def compare(task: str = "addition", protocol: str = "plateau", methods=DEFAULT_M
     t_name, s_name = teacher or t_name, student or s_name
     task_obj = get_task(task)
     dev = pick_device(device)
-    t_model, tok = zoo.load(t_name, device=str(dev), trainable=False)
-    s_model, _ = zoo.load(s_name, device=str(dev), trainable=True)
+    t_model, s_model, tok = load_named_pair(t_name, s_name, str(dev))
     problems = held_out(task_obj, eval_problems, split=eval_split)
     teacher_eval = evaluate_model(t_model, tok, task_obj, problems, sampled=False)
     start_eval = evaluate_model(s_model, tok, task_obj, problems)

@@ -23,9 +23,16 @@ sequence alignment) is not implemented. Every problem comes with its fix.
 """
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass, field
 
+import torch
+
+from . import losses as L
+from .batching import forced_rollout
 from .config import ConfigError
+from .hub import load_config, load_tokenizer
+from .rollout import completion_logits
 
 ALIGNMENTS = ("exact", "truncate")
 PROBE_USER, PROBE_REPLY = "What is 2 + 3?", "2 + 3 = 5\n#### 5"
@@ -86,7 +93,6 @@ class CompatReport:
     __repr__ = __str__
 
     def _repr_html_(self) -> str:
-        import html
         return f"<pre>{html.escape(str(self))}</pre>"
 
 
@@ -218,7 +224,6 @@ def check_pair(teacher_tok, student_tok, teacher_config, student_config, *, alig
 def check_names(teacher: str, student: str, *, alignment: str = "exact", uses_teacher: bool = True
                 ) -> CompatReport:
     """check_pair from hub names / local paths: reads only configs and tokenizers (no weights)."""
-    from .hf import load_config, load_tokenizer
     return check_pair(load_tokenizer(teacher), load_tokenizer(student), load_config(teacher), load_config(student),
                       alignment=alignment, uses_teacher=uses_teacher, teacher_name=str(teacher),
                       student_name=str(student))
@@ -238,12 +243,6 @@ def check_special_tokens(teacher, tokenizer, problems, *, task=None, threshold: 
     `mask_special_tokens=True`: no teacher signal at the student's EOS positions) instead of an error.
     The report's `special` dict holds the numbers.
     """
-    import torch
-
-    from . import losses as L
-    from .batching import forced_rollout
-    from .rollout import completion_logits
-
     dev = next(teacher.parameters()).device
     r = forced_rollout(tokenizer, problems, device=dev, task=task)
     with torch.no_grad():

@@ -13,21 +13,32 @@ from __future__ import annotations
 
 import inspect
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+import warnings
+from dataclasses import FrozenInstanceError, asdict, dataclass, field, fields, replace
 
 import torch
 
+from . import objectives
 from .losses import REDUCTIONS
+from .objectives import SIGNALS, SOURCES  # noqa: F401  (re-exported: the 2x2 table's axes)
 
-SOURCES = ("teacher", "student")
-SIGNALS = ("dense", "sparse")
-# which losses make sense for which corner of the 2x2 table
-LOSSES = {
-    ("teacher", "dense"): ("ce", "full_kl", "jsd", "topk"),
-    ("teacher", "sparse"): ("ce",),
-    ("student", "dense"): ("sampled_token", "full_kl", "jsd", "topk"),
-    ("student", "sparse"): ("pg",),
-}
+# old field names, accepted with a DeprecationWarning for one release (TrainConfig keyword arguments,
+# TrainConfig.for_method options, config.json of older run directories, CLI flags)
+RENAMED = {"topk": "teacher_topk", "lmbda_reward": "reward_scale"}
+
+
+def renamed_fields(options: dict, where: str = "TrainConfig") -> dict:
+    """`options` with old field names replaced by their new names (a DeprecationWarning per old name)."""
+    out = dict(options)
+    for old, new in RENAMED.items():
+        if old in out:
+            if new in out:
+                raise ConfigError(f"{where}: both {old!r} and its new name {new!r} are given; keep only {new!r}")
+            warnings.warn(f"{where}: {old!r} is renamed {new!r}; the old name is accepted for one release",
+                          DeprecationWarning, stacklevel=3)
+            out[new] = out.pop(old)
+    return out
+
 
 PRESETS: dict[str, dict] = {
     # off-policy, dense: cross-entropy on teacher-written traces (sequence-level KD)
@@ -44,7 +55,7 @@ PRESETS: dict[str, dict] = {
     # GKD (Agarwal et al. 2023): generalised JSD, half the batches on-policy
     "gkd": dict(source="student", signal="dense", loss="jsd", beta=0.5, lmbda=0.5, lr=3e-4),
     # ExOPD (2602.12125): reward extrapolated past the teacher, pi_ref = initial student
-    "exopd": dict(source="student", signal="dense", loss="sampled_token", lmbda_reward=1.25, lr=3e-4),
+    "exopd": dict(source="student", signal="dense", loss="sampled_token", reward_scale=1.25, lr=3e-4),
     # Stable-OPD (Luo et al. 2604.08527): KL to the initial student + gold-solution SFT mixture
     "stable_opd": dict(source="student", signal="dense", loss="sampled_token", kl_coef=0.01, sft_coef=0.1,
                        lr=3e-4),
@@ -79,17 +90,21 @@ class TrainConfig:
     reward_clip: float | None = None    # floor on the per-token reward (REOPOLD-style)
     mask_special_tokens: bool = False   # drop the teacher's signal where the student wrote EOS (the fix for a
                                         #   teacher whose EOS/format token differs, Fu et al.; compat.check_special_tokens)
-    lmbda_reward: float = 1.0           # G-OPD reward scale (1 = OPD, 1.25 = ExOPD); needs pi_ref
+    reward_scale: float = 1.0           # G-OPD reward scale lambda (1 = OPD, 1.25 = ExOPD); needs pi_ref
+                                        #   (was `lmbda_reward`: not GKD's `lmbda`, the on-policy fraction)
     kl_coef: float = 0.0                # beta_KL * KL(pi_theta || pi_ref), pi_ref = initial student
     sft_coef: float = 0.0               # weight of a gold-solution SFT term (Stable-OPD mixture)
     lmbda: float = 1.0                  # GKD: probability a batch is student-generated (else teacher)
     beta: float = 0.5                   # generalised JSD interpolation (0 forward KL, 1 reverse KL)
     jsd_temperature: float = 1.0
-    topk: int = 4                       # teacher top-K support size (Fu et al.); also for topk_overlap
+    teacher_topk: int = 4               # teacher top-K support size (Fu et al.); also for topk_overlap
+                                        #   (was `topk`: not the sampler's `top_k`)
     topk_renormalize: bool = True
     topk_include_sampled: bool = False
     scale_rewards: bool = True          # GRPO: divide by group std (False = Dr. GRPO)
     clip_eps: float | None = None       # PPO clipping (only matters with several updates per batch)
+    sdar_coef: float = 0.05             # loss="sdar": weight of SDAR's gated self-distillation term next to GRPO
+    sdar_beta_gate: float = 5.0         # loss="sdar": gate sharpness (0 = constant gate 0.5, naive self-distillation)
     sft_data: str = "teacher"           # source=teacher: "teacher" (sampled traces) or "reference" (gold)
     teacher_temperature: float = 1.0
     eval_every: int = 25
@@ -120,6 +135,7 @@ class TrainConfig:
         """The preset of `method`, then your overrides on top (the unambiguous way to build a config)."""
         if method not in PRESETS:
             raise ConfigError(f"unknown method {method!r}; choose one of {sorted(PRESETS)}")
+        overrides = renamed_fields(overrides, "TrainConfig.for_method")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(overrides) - known)
         if unknown:
@@ -150,6 +166,9 @@ class TrainConfig:
         return frozenset(self.__dict__.get("_explicit", ()))
 
     def __setattr__(self, name, value):
+        if self.__dict__.get("_frozen"):
+            raise FrozenInstanceError(f"cannot assign {name}: this config was resolved for a run and is not edited "
+                                      f"afterwards; build a new one with dataclasses.replace(cfg, {name}=...)")
         given = self.__dict__.get("_explicit")
         if given is not None:       # after __init__: an assignment is an explicit choice
             given.add(name)
@@ -163,11 +182,17 @@ class TrainConfig:
             cfg.name = cfg.method
         return cfg
 
+    def frozen(self) -> "TrainConfig":
+        """This config, refusing assignments from now on (what `trainer.resolve_config` returns)."""
+        object.__setattr__(self, "_frozen", True)
+        return self
+
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
+        d = renamed_fields(d, "config")          # config.json of a run written before the renames
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -179,7 +204,9 @@ _dataclass_init = TrainConfig.__init__
 
 
 def _init_recording_explicit(self, *args, **kwargs):
-    """The dataclass __init__, then remember which fields the caller passed (positionally or by name)."""
+    """The dataclass __init__ (old field names accepted, with a DeprecationWarning), then remember which fields
+    the caller passed (positionally or by name)."""
+    kwargs = renamed_fields(kwargs)
     _dataclass_init(self, *args, **kwargs)
     names = [f.name for f in fields(TrainConfig)]
     object.__setattr__(self, "_explicit", set(names[:len(args)]) | set(kwargs))
@@ -194,28 +221,34 @@ class ConfigError(ValueError):
     """A configuration that cannot run; raised before any compute."""
 
 
+def generation_length(task, requested: int | None = None) -> int:
+    """The one rule for how many tokens a completion may have: `requested` if given, else the task's
+    `max_new_tokens`. Training (`trainer.resolve_config`), evaluation and the experiments all ask here."""
+    return requested or task.max_new_tokens
+
+
 def validate(cfg: TrainConfig) -> None:
     """Check every field that can be checked without loading a model. Raises ConfigError."""
     def need(cond, msg):
         if not cond:
             raise ConfigError(msg)
 
-    for name in ("steps", "batch_size", "eval_problems", "topk", "warmup_steps", "eval_every", "save_every",
+    for name in ("steps", "batch_size", "eval_problems", "teacher_topk", "warmup_steps", "eval_every", "save_every",
                  "num_samples", "student_samples_every", "max_nonfinite", "seed"):
         v = getattr(cfg, name)
         need(isinstance(v, int) and not isinstance(v, bool), f"{name} must be an integer, got {v!r}")
-    for name in ("lr", "weight_decay", "max_grad_norm", "temperature", "gamma", "lmbda", "beta", "lmbda_reward",
-                 "kl_coef", "sft_coef", "jsd_temperature", "teacher_temperature", "top_p", "reward_clip",
-                 "clip_eps", "num_generations", "top_k", "max_new_tokens"):
+    for name in ("lr", "weight_decay", "max_grad_norm", "temperature", "gamma", "lmbda", "beta", "reward_scale",
+                 "kl_coef", "sft_coef", "sdar_coef", "sdar_beta_gate", "jsd_temperature", "teacher_temperature",
+                 "top_p", "reward_clip", "clip_eps", "num_generations", "top_k", "max_new_tokens"):
         v = getattr(cfg, name)
         need(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)),
              f"{name} must be a finite number, got {v!r}")
     need(cfg.source in SOURCES, f"source must be one of {SOURCES}, got {cfg.source!r}")
     need(cfg.signal in SIGNALS, f"signal must be one of {SIGNALS}, got {cfg.signal!r}")
-    ok = LOSSES[(cfg.source, cfg.signal)]
+    ok = objectives.losses_for(cfg.source, cfg.signal)     # the registry says which losses fit which corner
     need(cfg.loss in ok, f"loss {cfg.loss!r} is not valid for source={cfg.source}, signal={cfg.signal}; "
                          f"choose one of {list(ok)}")
-    for name in ("steps", "batch_size", "num_generations", "eval_problems", "topk"):
+    for name in ("steps", "batch_size", "num_generations", "eval_problems", "teacher_topk"):
         v = getattr(cfg, name)
         need(isinstance(v, int) and v > 0, f"{name} must be a positive integer, got {v!r}")
     need(cfg.batch_size % cfg.num_generations == 0,
@@ -224,7 +257,7 @@ def validate(cfg: TrainConfig) -> None:
          "GRPO needs num_generations >= 2 (advantages are relative within a group of rollouts of one prompt)")
     need(cfg.lr is not None and cfg.lr > 0, f"lr must be positive, got {cfg.lr!r}")
     for name in ("warmup_steps", "eval_every", "save_every", "num_samples", "student_samples_every",
-                 "weight_decay", "kl_coef", "sft_coef", "max_nonfinite"):
+                 "weight_decay", "kl_coef", "sft_coef", "sdar_coef", "sdar_beta_gate", "max_nonfinite"):
         v = getattr(cfg, name)
         need(v >= 0, f"{name} must be >= 0, got {v!r}")
     need(cfg.max_grad_norm > 0, f"max_grad_norm must be positive, got {cfg.max_grad_norm}")
@@ -240,9 +273,9 @@ def validate(cfg: TrainConfig) -> None:
     need(0.0 <= cfg.gamma <= 1.0, f"gamma must be in [0, 1], got {cfg.gamma}")
     need(0.0 <= cfg.beta <= 1.0, f"beta must be in [0, 1], got {cfg.beta}")
     need(0.0 <= cfg.lmbda <= 1.0, f"lmbda (GKD on-policy fraction) must be in [0, 1], got {cfg.lmbda}")
-    need(cfg.lmbda_reward > 0, f"lmbda_reward must be positive, got {cfg.lmbda_reward}")
-    need(cfg.lmbda_reward == 1.0 or cfg.loss == "sampled_token",
-         "lmbda_reward != 1 (G-OPD / ExOPD) is defined for loss='sampled_token' only")
+    need(cfg.reward_scale > 0, f"reward_scale must be positive, got {cfg.reward_scale}")
+    need(cfg.reward_scale == 1.0 or cfg.loss == "sampled_token",
+         "reward_scale != 1 (G-OPD / ExOPD) is defined for loss='sampled_token' only")
     need(cfg.reward_clip is None or cfg.reward_clip < 0,
          f"reward_clip is a floor on log q - log p and must be negative, got {cfg.reward_clip}")
     need(cfg.clip_eps is None or cfg.clip_eps > 0, f"clip_eps must be positive, got {cfg.clip_eps}")

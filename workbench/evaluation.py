@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from .config import generation_length
 from .batching import decode_completions, prompt_batch
 from .rollout import sample
 
@@ -11,7 +12,7 @@ from .rollout import sample
 def evaluate(model, tokenizer, task, problems, *, max_new_tokens: int | None = None, temperature: float = 0.0,
              batch_size: int = 256, generator: torch.Generator | None = None) -> dict:
     """Exact-match accuracy (greedy when temperature == 0) plus mean length and truncated fraction."""
-    max_new = max_new_tokens or task.max_new_tokens
+    max_new = generation_length(task, max_new_tokens)
     dev = next(model.parameters()).device
     correct, lengths, truncated = [], [], []
     for i in range(0, len(problems), batch_size):

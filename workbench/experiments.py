@@ -30,15 +30,15 @@ from types import SimpleNamespace
 import torch
 
 from . import losses as L
-from . import zoo
+from . import pairs, zoo
 from .analysis import column_steps
 from .batching import decode_completions, prompt_batch
-from .config import TrainConfig
+from .config import TrainConfig, generation_length
 from .evaluation import evaluate
 from .models import count_params, pick_device
 from .rollout import completion_logits, sample
 from .tasks import get_task
-from .tokenizer import token_strings, vocab_mismatch
+from .tokenizer import token_strings
 from .trainer import Trainer
 
 SIZES = ("smoke", "full")
@@ -142,7 +142,7 @@ class RecordLog:
         return k, keep[k]
 
     def frame(self):
-        import pandas as pd
+        import pandas as pd   # optional-import: pandas costs ~1 s to import; only the table view needs it
         return pd.DataFrame([dict(r, run=run) for run, rs in self.records.items() for r in rs])
 
 
@@ -206,11 +206,7 @@ def load_models(task: str = "addition", device: str = "auto", teacher: str | Non
     dev = pick_device(device)
     t_name, s_name = zoo.default_pair(task_obj.name) if (teacher is None or student is None) else (teacher, student)
     t_name, s_name = teacher or t_name, student or s_name
-    t_model, t_tok = zoo.load(t_name, device=str(dev), trainable=False)
-    s_model, s_tok = zoo.load(s_name, device=str(dev), trainable=True)   # trainable: gradient analyses need it
-    problem = vocab_mismatch(t_tok, s_tok)
-    if problem:
-        raise ValueError(f"teacher and student tokenizers differ: {problem}")
+    t_model, s_model, s_tok = pairs.load_named_pair(t_name, s_name, str(dev))   # student trainable: gradient analyses
     return SimpleNamespace(task=task_obj, teacher=t_model.eval(), student=s_model.eval(), tokenizer=s_tok,
                            device=dev, teacher_name=t_name, student_name=s_name)
 
@@ -265,7 +261,7 @@ def scored_samples(student, teacher, tokenizer, task, problems, *, seed: int = 0
     dev = next(student.parameters()).device
     gen = torch.Generator(device=dev).manual_seed(seed)
     ids, mask = prompt_batch(tokenizer, problems, dev)
-    r = sample(student, ids, mask, max_new_tokens=max_new_tokens or task.max_new_tokens,
+    r = sample(student, ids, mask, max_new_tokens=generation_length(task, max_new_tokens),
                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
                temperature=temperature, generator=gen)
     texts = decode_completions(tokenizer, r)
@@ -301,7 +297,7 @@ def rollout_table(model, tokenizer, task, problems, *, temperature: float = 0.0,
     `tokens` (the completion's tokens through EOS, special tokens included: the text drops them)."""
     dev = next(model.parameters()).device
     gen = torch.Generator(device=dev).manual_seed(seed)
-    max_new = max_new_tokens or task.max_new_tokens
+    max_new = generation_length(task, max_new_tokens)
     rows = []
     for i in range(0, len(problems), batch_size):
         chunk = problems[i:i + batch_size]
@@ -410,7 +406,7 @@ def _sample_groups(model, tokenizer, task, problems, G: int, seed: int, max_new_
     gen = torch.Generator(device=dev).manual_seed(seed)
     flat = [p for p in problems for _ in range(G)]
     ids, mask = prompt_batch(tokenizer, flat, dev)
-    r = sample(model, ids, mask, max_new_tokens=max_new_tokens or task.max_new_tokens,
+    r = sample(model, ids, mask, max_new_tokens=generation_length(task, max_new_tokens),
                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, temperature=1.0,
                generator=gen)
     texts = decode_completions(tokenizer, r)

@@ -36,8 +36,12 @@ import shlex
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from . import zoo
 from .config import ConfigError, TrainConfig
+from .hub import chat_prompt_ids, load_tokenizer
 from .runs import load_config
+from .tasks import get_task
+from .tasks.jsonl import JsonlProblems
 
 TARGETS = ("trl", "verl")
 
@@ -50,7 +54,7 @@ RUN_LOCAL = frozenset({
 
 # settings of the loss / advantage that have no counterpart in either engine, with the value at
 # which they do nothing (a run at that value loses nothing by the export)
-NEUTRAL = {"gamma": 0.0, "vopd": False, "reward_clip": None, "mask_special_tokens": False, "lmbda_reward": 1.0,
+NEUTRAL = {"gamma": 0.0, "vopd": False, "reward_clip": None, "mask_special_tokens": False, "reward_scale": 1.0,
            "sft_coef": 0.0, "kl_coef": 0.0, "lmbda": 1.0, "clip_eps": None}
 
 WHY = {
@@ -58,7 +62,7 @@ WHY = {
     "vopd": "the vOPD control-variate baseline",
     "reward_clip": "the REOPOLD floor on the per-token reward",
     "mask_special_tokens": "dropping the teacher's signal at the student's EOS",
-    "lmbda_reward": "the G-OPD / ExOPD reward extrapolation against the initial student",
+    "reward_scale": "the G-OPD / ExOPD reward extrapolation against the initial student",
     "sft_coef": "the Stable-OPD gold-solution SFT mixture",
     "kl_coef": "the KL-to-initial-student anchor",
     "lmbda": "GKD's mixing of teacher-generated batches (lmbda < 1)",
@@ -106,7 +110,6 @@ class Export:
 # ------------------------------------------------------------------------------------------
 def _toy_reason(role: str, name: str | None) -> str | None:
     """Why checkpoint `name` only makes sense on this machine (None: it can be exported)."""
-    from . import zoo
     if name is None or name == "<object>":
         return (f"the {role} was passed as a Python object, so config.json does not say which checkpoint it was; "
                 f"train with --{role} DIR (a saved checkpoint directory or a hub id)")
@@ -149,16 +152,16 @@ def _inert(cfg: TrainConfig, name: str) -> bool:
         "teacher_temperature": cfg.lmbda == 1.0,     # samples teacher batches only when lmbda < 1
         "beta": cfg.loss != "jsd",
         "jsd_temperature": cfg.loss != "jsd",
-        "topk": cfg.loss != "topk",                  # else only the topk_overlap diagnostic
+        "teacher_topk": cfg.loss != "topk",          # else only the topk_overlap diagnostic
         "topk_renormalize": cfg.loss != "topk",
         "topk_include_sampled": cfg.loss != "topk",
+        "sdar_coef": cfg.loss != "sdar",
+        "sdar_beta_gate": cfg.loss != "sdar",
     }.get(name, False)
 
 
 def _prompts(cfg: TrainConfig) -> tuple[list[dict], list[dict], bool]:
     """(train rows, test rows, conversational?) as {"prompt", "answer"} from the run's task / data file."""
-    from .tasks import get_task
-    from .tasks.jsonl import JsonlProblems
     task = get_task(cfg.task)
     if cfg.data:
         task = JsonlProblems(cfg.data, base=task)
@@ -181,7 +184,6 @@ def _longest_prompt(student: str, rows: list[dict], chat: bool) -> int | None:
     None when the student is not a local directory (a hub id: no download here)."""
     if not Path(student).expanduser().is_dir():
         return None
-    from .hf import chat_prompt_ids, load_tokenizer
     tok = load_tokenizer(student)
 
     def n(p):
@@ -223,7 +225,7 @@ def _loss_temperature(cfg: TrainConfig, ex: Export, engine_does: str) -> None:
 # TRL: DistillationTrainer from one YAML read by trl/scripts/distillation.py
 # ------------------------------------------------------------------------------------------
 def _to_trl(cfg: TrainConfig, out: Path, num_processes: int) -> Export:
-    import yaml
+    import yaml   # optional-import: PyYAML (arrives with huggingface_hub); only the TRL export writes YAML
     ex = Export("trl", out)
     y, handled = {}, set()
 
@@ -248,11 +250,11 @@ def _to_trl(cfg: TrainConfig, out: Path, num_processes: int) -> Export:
                                 "objective, no sampling noise). The estimator itself: trl.experimental.iw_opd "
                                 "(distillation_objective='iw_opd', iw_opd_gamma=0)",
                "topk": f"TRL's DistillationTrainer has no teacher top-K support (workbench: reverse KL on the "
-                       f"teacher's top-{cfg.topk}{', renormalised' if cfg.topk_renormalize else ''}); exported as "
+                       f"teacher's top-{cfg.teacher_topk}{', renormalised' if cfg.topk_renormalize else ''}); exported as "
                        "beta=1.0, the full-vocabulary reverse KL"}[cfg.loss]
         ex.approximated["loss"] = f"loss={cfg.loss!r}: {why}"
         if cfg.loss == "topk":
-            for n in ("topk", "topk_renormalize", "topk_include_sampled"):
+            for n in ("teacher_topk", "topk_renormalize", "topk_include_sampled"):
                 ex.unmapped[n] = f"{n}={getattr(cfg, n)!r}: a setting of the top-K loss, which TRL's trainer lacks"
     # TRL uses one temperature for sampling and for the loss; workbench samples at `temperature` and scores
     # the loss at 1 (JSD: at jsd_temperature)
@@ -346,13 +348,13 @@ def _to_verl(cfg: TrainConfig, out: Path, num_processes: int) -> Export:
         ex.mapped["loss"] = ("loss_mode=k1, use_policy_gradient=True (advantage -k1 = log q - log pi: the same "
                              "per-token reward and surrogate)")
     elif cfg.loss == "topk":
-        o |= {loss + "loss_mode": "forward_kl_topk", loss + "topk": int(cfg.topk),
+        o |= {loss + "loss_mode": "forward_kl_topk", loss + "topk": int(cfg.teacher_topk),
               loss + "use_policy_gradient": False}
-        handled |= {"topk", "topk_renormalize", "topk_include_sampled"}
-        ex.approximated["loss"] = (f"loss='topk' (reverse KL on the teacher's top-{cfg.topk}"
+        handled |= {"teacher_topk", "topk_renormalize", "topk_include_sampled"}
+        ex.approximated["loss"] = (f"loss='topk' (reverse KL on the teacher's top-{cfg.teacher_topk}"
                                    f"{', renormalised' if cfg.topk_renormalize else ''}): verl 0.9.1 has only "
                                    f"forward_kl_topk (forward KL on the teacher's top-K, not renormalised); "
-                                   f"exported as that, topk={cfg.topk}")
+                                   f"exported as that, topk={cfg.teacher_topk}")
     else:
         o |= {loss + "loss_mode": "k1", loss + "use_policy_gradient": True}
         what = "the full-vocabulary reverse KL" if cfg.loss == "full_kl" else f"the generalized JSD (beta={cfg.beta})"
@@ -398,7 +400,7 @@ def _to_verl(cfg: TrainConfig, out: Path, num_processes: int) -> Export:
     if cfg.clip_eps is not None:
         put("clip_eps", loss + "clip_ratio", float(cfg.clip_eps))
 
-    import pandas as pd
+    import pandas as pd   # optional-import: pandas costs ~1 s to import; only the parquet writer needs it
     rows, test, chat = _prompts(cfg)
     source = "openai/gsm8k" if cfg.task == "gsm8k" else cfg.task      # verl picks its reward function by it
 

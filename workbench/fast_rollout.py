@@ -34,7 +34,7 @@ What it does instead of calling `model(...)` per token:
 Exactness (tests/test_fast_rollout.py): greedy output equals `model.generate`; stored log-probs equal a
 re-scoring forward to float noise; sampling uses the generic loop's procedure (softmax of the filtered,
 tempered logits, one `torch.multinomial` per step with the caller's generator), so sampled frequencies
-match the model's exact distribution. Speed: `python -m workbench bench rollout` (docs/benchmarks.md).
+match the model's exact distribution. Speed: `python -m benchmarks rollout` (docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -42,7 +42,8 @@ import torch
 import torch.nn.functional as F
 
 from . import ckernels
-from .hf import is_peft
+from .adapters import is_peft
+from .sampling import pick, positions_from_mask
 
 SUPPORTED_TYPES = ("llama", "qwen2")
 SUPPORTED_CLASSES = ("LlamaForCausalLM", "Qwen2ForCausalLM")
@@ -501,7 +502,7 @@ def fast_sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, m
     Returns (completion [B, N] long, logprobs [B, N] float) with N <= max_new_tokens the number of steps run
     (completion is padded with `pad_token_id` after each row's EOS, logprobs with 0); with
     return_sampler_logprobs, a third [B, N] tensor: the log-probs of the distribution each token was drawn
-    from (temperature, top-k, top-p applied; see `rollout.draw`).
+    from (temperature, top-k, top-p applied; see `sampling.draw`).
 
     Options (defaults chosen per device by measurement, see docs/benchmarks.md):
       attention: "auto" (CPU float32: "c" when the C kernels build and support the model, else "bmm";
@@ -554,8 +555,6 @@ def fast_sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, m
 
 def _sample_rows(pl, prompt_ids, prompt_mask, max_new_tokens, eos_token_id, pad_token_id, temperature, top_p,
                  top_k, generator, attention, cuda_graph, compact):
-    from .rollout import draw, positions_from_mask   # local import: rollout imports this module
-
     dev = prompt_ids.device
     B, P = prompt_ids.shape
     S = P + max_new_tokens
@@ -585,15 +584,10 @@ def _sample_rows(pl, prompt_ids, prompt_mask, max_new_tokens, eos_token_id, pad_
     rows = None                                         # original index of each live row (None: all, in order)
     b = B
     done = torch.zeros(B, dtype=torch.bool, device=dev)
-    pad_col = torch.full((B,), pad_token_id, dtype=torch.long, device=dev)
     n = 0
     for t in range(max_new_tokens):
-        # the sampling procedure of the generic loop in rollout.sample
-        logp_full = F.log_softmax(logits, dim=-1)
-        tok, slp = draw(logits, temperature, top_k, top_p, generator)
-        tok = torch.where(done, pad_col[:b], tok)
-        lp = logp_full.gather(-1, tok[:, None]).squeeze(-1).masked_fill(done, 0.0)
-        slp = slp.masked_fill(done, 0.0)
+        # the next-token pick of the generic loop in rollout.sample (the same function)
+        tok, lp, slp = pick(logits, done, pad_token_id, temperature, top_k, top_p, generator)
         if rows is None:
             tokens[:, t] = tok
             logps[:, t] = lp

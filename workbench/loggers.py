@@ -52,7 +52,7 @@ class TensorBoardWatcher:
 
     def __init__(self, log_dir, flush_every: int = 1):
         try:
-            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter   # optional-import: the export extra (tensorboard)
         except ImportError as e:
             raise ConfigError(f"--log-to tensorboard needs the tensorboard package ({e}); "
                               "pip install tensorboard (or pip install -e '.[export]')") from None
@@ -94,7 +94,7 @@ class WandbWatcher:
 
     def __init__(self, project: str = "opd-workbench", name: str | None = None, dir=None, mode: str = "offline"):
         try:
-            import wandb
+            import wandb   # optional-import: the export extra (wandb)
         except ImportError as e:
             raise ConfigError(f"--log-to wandb needs the wandb package ({e}); pip install wandb") from None
         self.wandb, self.project, self.name, self.mode = wandb, project, name, mode

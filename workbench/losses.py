@@ -38,6 +38,10 @@ from typing import Optional, Tuple
 
 import torch
 
+# -inf teacher logits (a masked / banned vocabulary) are floored here: a token the teacher forbids then costs
+# a very large but finite penalty, instead of an inf reward or KL whose gradient is nan.
+TEACHER_LOGIT_FLOOR = -1e4
+
 Tensor = torch.Tensor
 
 REDUCTIONS = ("token_mean", "sum", "seq_mean")

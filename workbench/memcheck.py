@@ -28,8 +28,10 @@ import time
 from pathlib import Path
 
 import torch
+from transformers.utils import logging as hf_logging
 
 from . import hf, memory
+from .tasks.gsm8k import GSM8K
 
 # role -> (hidden, layers, heads, kv_heads, intermediate), vocab, tied: real shapes for random-weight checks
 QWEN25_05B = dict(shape=(896, 24, 14, 2, 4864), vocab=151936, tied=True)
@@ -46,7 +48,6 @@ def build_dirs(directory, student_shape, teacher_shape, *, vocab: int | None = N
                tokenizer=None) -> tuple[Path, Path]:
     """Save a random-weight (teacher, student) pair of the given shapes; returns their directories."""
     d = Path(directory)
-    from transformers.utils import logging as hf_logging
     hf_logging.disable_progress_bar()
     tok = tokenizer or hf.make_tiny_tokenizer(512)
     name = lambda sh: "x".join(map(str, sh)) + f"-v{vocab or len(tok)}-{arch}"      # noqa: E731
@@ -145,9 +146,7 @@ def measure_step(pair, task, method: str = "opd", *, batch_size: int, max_new_to
 def _probe(spec: dict) -> dict:
     """One measurement described by a JSON-able spec (used in a fresh process by rss_check)."""
     torch.set_num_threads(int(spec.get("threads", 1)))
-    from transformers.utils import logging as hf_logging
     hf_logging.set_verbosity_error()
-    from .tasks.gsm8k import GSM8K
     d = spec.get("dir") or tempfile.mkdtemp(prefix="memcheck-")
     t_dir, s_dir = build_dirs(d, spec["student"], spec["teacher"], vocab=spec.get("vocab"),
                               arch=spec.get("arch", "qwen2"))

@@ -39,11 +39,14 @@ process (Linux VmHWM) as an independent check. On CUDA use torch.cuda.max_memory
 from __future__ import annotations
 
 import gc
+import html
 import math
 import weakref
 from dataclasses import asdict, dataclass, field
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from transformers import AutoModelForCausalLM
 
 DTYPE_BYTES = {"float32": 4, "fp32": 4, "bfloat16": 2, "bf16": 2, "float16": 2, "fp16": 2, "int8": 1,
                torch.float32: 4, torch.bfloat16: 2, torch.float16: 2, torch.int8: 1}
@@ -175,7 +178,6 @@ def count_params(cfg) -> int:
 
 def count_params_meta(cfg) -> int:
     """Parameters by instantiating on the meta device (any architecture; no memory used)."""
-    from transformers import AutoModelForCausalLM
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(cfg)
     return sum(p.numel() for p in model.parameters())
@@ -228,7 +230,6 @@ class Plan:
     __repr__ = __str__
 
     def _repr_html_(self) -> str:
-        import html
         return f"<pre>{html.escape(self.table())}</pre>"
 
 
@@ -389,7 +390,6 @@ class LiveTensorTracker:
     """
 
     def __init__(self):
-        from torch.utils._python_dispatch import TorchDispatchMode
 
         tracker = self
 

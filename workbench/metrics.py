@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import zlib
 
+import torch
+
 TAIL_CHARS = 48
 REPETITION_THRESHOLD = 2.2
 
@@ -102,7 +104,6 @@ def repeated_token_mask(ids, mask=None, n: int = 9):
     is written a second time, which a correct solution never does. `mask` (1 = real completion
     token) limits both the n-grams and the flagged positions to real tokens.
     """
-    import torch
 
     ids = torch.as_tensor(ids)
     B, T = ids.shape
@@ -128,7 +129,6 @@ def advantage_by_repetition(advantages, ids, mask=None, n: int = 9) -> dict:
 
     Returns {"repeated": mean or None, "normal": mean or None, "repeated_frac": share of real tokens}.
     """
-    import torch
 
     adv = torch.as_tensor(advantages, dtype=torch.float32)
     m = torch.ones_like(adv, dtype=torch.bool) if mask is None else torch.as_tensor(mask).bool()
@@ -144,7 +144,6 @@ def advantage_by_repetition(advantages, ids, mask=None, n: int = 9) -> dict:
 
 def advantage_by_repetition_samples(samples, key: str = "token_reward", n: int = 9) -> dict:
     """`advantage_by_repetition` over record samples (docs/records.md): token strings and a per-token value."""
-    import torch
 
     rows = [s for s in samples if s.get(key) is not None and s.get("tokens")]
     if not rows:

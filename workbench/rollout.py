@@ -27,14 +27,14 @@ tempered sampler visits.
 """
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, fields
 
 import torch
-import torch.nn.functional as F
 from transformers import DynamicCache
 
-from .hf import is_peft
+from . import fast_rollout
+from .sampling import cache_kwarg, draw, pick, positions_from_mask  # noqa: F401  (draw, positions_from_mask: public here too)
+
 
 
 @dataclass
@@ -66,22 +66,8 @@ class Rollout:
                           for f in fields(self)})
 
 
-def _cache_kwarg(model) -> str:
-    """transformers 5.24 renamed `past_key_values` to `cache`; accept both (looking through a peft wrapper)."""
-    if is_peft(model):
-        model = model.get_base_model()
-    params = inspect.signature(model.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
-
-
 def _cache_out(out):
     return getattr(out, "cache", None) if getattr(out, "cache", None) is not None else out.past_key_values
-
-
-def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
-    """Position ids for left padding: 0 at the first real token (as `generate` does)."""
-    pos = mask.long().cumsum(-1) - 1
-    return pos.clamp_(min=0)
 
 
 def pad_prompts(prompts: list[list[int]], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,30 +82,6 @@ def pad_prompts(prompts: list[list[int]], pad_id: int, device=None) -> tuple[tor
             ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
             mask[i, width - len(p):] = 1
     return ids.to(device), mask.to(device)
-
-
-def _filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
-    if top_k is not None and 0 < top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-        cum = sorted_logits.softmax(-1).cumsum(-1)
-        drop = cum - sorted_logits.softmax(-1) >= top_p   # keep the smallest prefix reaching top_p
-        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
-    return logits
-
-
-def draw(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None, generator):
-    """One sampling step: (token [b], log mu(token) [b]) with mu the tempered, top-k/top-p filtered softmax of
-    `logits` [b, V]; temperature 0 = argmax (log mu = 0: a point mass). Both decode loops call this."""
-    if temperature == 0:
-        tok = logits.argmax(-1)
-        return tok, torch.zeros(tok.shape, dtype=logits.dtype, device=logits.device)
-    probs = F.softmax(_filter_logits(logits / temperature, top_k, top_p), dim=-1)
-    tok = torch.multinomial(probs, 1, generator=generator)
-    return tok.squeeze(-1), probs.gather(-1, tok).squeeze(-1).log()
 
 
 ENGINES = ("auto", "fast", "hf")
@@ -148,7 +110,6 @@ def sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_ne
     if engine == "auto" and prompt_ids.device.type not in ("cpu", "cuda"):
         engine = "hf"
     if engine != "hf":
-        from . import fast_rollout
         reason = fast_rollout.unsupported_reason(model)
         if engine == "fast" and reason is not None:
             raise ValueError(f"engine='fast' cannot run this model ({reason}); use engine='auto' or 'hf'")
@@ -168,7 +129,7 @@ def sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_ne
     model.eval()
     dev = prompt_ids.device
     B = prompt_ids.shape[0]
-    cache_kw = _cache_kwarg(model)
+    cache_kw = cache_kwarg(model)
     mask = prompt_mask.long()
     out = model(input_ids=prompt_ids, attention_mask=mask, position_ids=positions_from_mask(mask),
                 use_cache=True, logits_to_keep=1, **{cache_kw: DynamicCache()})
@@ -178,12 +139,10 @@ def sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_ne
     tokens, logps, sampler_logps = [], [], []
     done = torch.zeros(B, dtype=torch.bool, device=dev)
     for t in range(max_new_tokens):
-        logp_full = F.log_softmax(logits, dim=-1)
-        tok, sampler_lp = draw(logits, temperature, top_k, top_p, generator)
-        tok = torch.where(done, torch.full_like(tok, pad_token_id), tok)
+        tok, lp, sampler_lp = pick(logits, done, pad_token_id, temperature, top_k, top_p, generator)
         tokens.append(tok)
-        logps.append(logp_full.gather(-1, tok[:, None]).squeeze(-1).masked_fill(done, 0.0))
-        sampler_logps.append(sampler_lp.masked_fill(done, 0.0))
+        logps.append(lp)
+        sampler_logps.append(sampler_lp)
         done = done | (tok == eos_token_id)
         if bool(done.all()) or t == max_new_tokens - 1:
             break   # early exit once every sample has ended

@@ -21,19 +21,19 @@ import torch
 
 from . import losses as L
 from .batching import decode_completions
+from .losses import TEACHER_LOGIT_FLOOR
 from .metrics import repetition_rate
 from .rollout import completion_logits
+from .sampling import seed_for
 
 SEED_STREAM = 3   # (seed, step, stream) seeds the generator; streams 1-2 are the trainer's own
 
 
 def student_samples(trainer, k: int, problems) -> dict:
     """Record keys for step k: the student's own samples on `problems`, scored by the teacher."""
-    from .trainer import TEACHER_LOGIT_FLOOR, _seed_for   # the trainer imports this module
-
     cfg, student = trainer.cfg, trainer.student
     t0 = time.time()
-    gen = torch.Generator(device=trainer.device).manual_seed(_seed_for(cfg.seed, k, SEED_STREAM))
+    gen = torch.Generator(device=trainer.device).manual_seed(seed_for(cfg.seed, k, SEED_STREAM))
     was_training = student.training
     student.eval()
     try:

@@ -32,33 +32,36 @@ from __future__ import annotations
 import copy
 import math
 import random
+import shutil
 import signal as signal_mod
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from . import losses as L
+from . import objectives, pairs
+from . import zoo
+from .adapters import reference_policy
 from .batching import decode_completions, forced_rollout, prompt_batch
-from .config import ConfigError, TrainConfig, validate
+from .config import ConfigError, TrainConfig, generation_length, validate
 from .costs import CostMeter
 from .evaluation import evaluate
-from .hf import reference_policy
+from .losses import TEACHER_LOGIT_FLOOR
 from .metrics import LengthAlarm, repetition_rate
 from .models import count_params, pick_device
+from .objectives import LossInputs
 from .rollout import completion_logits, sample
-from .student_samples import student_samples
 from .runs import RunDir, RunDirError, RunDirLocked, latest_checkpoint, load_config, preflight
+from .sampling import seed_for
+from .student_samples import student_samples
 from .tasks import get_task
 from .tasks.jsonl import JsonlProblems
-from .tokenizer import token_strings, vocab_mismatch
-from . import zoo
+from .tokenizer import token_strings
 
 EVAL_SEED = 0
-# -inf teacher logits (a masked / banned vocabulary) are floored here: a token the teacher forbids then costs
-# a very large but finite penalty, instead of an inf reward or KL whose gradient is nan.
-TEACHER_LOGIT_FLOOR = -1e4
 
 
 class TrainingError(RuntimeError):
@@ -79,80 +82,62 @@ class RunDirWriter:
         self.run_dir.log_step(record)
 
 
-def _seed_for(seed: int, step: int, stream: int) -> int:
-    return (seed * 1_000_003 + step * 7919 + stream) % (2**63 - 1)
+def _task_for(cfg: TrainConfig, task=None):
+    """The task object a config trains on (a JSONL file's problems when `cfg.data`); checks the eval split."""
+    cfg = cfg.resolved()
+    validate(cfg)                                # a bad config fails before a data file is read
+    task_obj = get_task(task if task is not None else cfg.task)
+    if cfg.data:
+        task_obj = JsonlProblems(cfg.data, base=task_obj)     # bad rows fail here, naming file and line
+    if cfg.eval_split not in task_obj.splits:
+        raise ConfigError(f"eval_split {cfg.eval_split!r} is not a split of task {task_obj.name!r}; choose one "
+                          f"of {[s for s in task_obj.splits if s != 'train']}")
+    return task_obj
 
 
-def _check_source(role: str, name: str) -> None:
-    """Fail before loading anything when a teacher/student reference cannot be a checkpoint."""
-    if name in zoo.RECIPES:
-        zoo.path(name)          # FileNotFoundError naming the rebuild command when the entry is not built
-        return
-    p = Path(name).expanduser()
-    if p.exists():
-        if not p.is_dir():
-            raise FileNotFoundError(f"{role} checkpoint {name!r} is a file; pass a checkpoint directory (written "
-                                    "by save_pretrained) or a zoo name")
-        if not (p / "config.json").exists():
-            raise FileNotFoundError(f"{role} checkpoint {name!r} has no config.json: not a Hugging Face checkpoint "
-                                    "directory; save one with model.save_pretrained(dir)")
-        if not ((p / "tokenizer.json").exists() or (p / "tokenizer_config.json").exists()):
-            raise FileNotFoundError(f"{role} checkpoint {name!r} has no tokenizer files; save the tokenizer into "
-                                    "the same directory with tokenizer.save_pretrained(dir)")
-        return
-    parts = name.split("/")
-    if len(parts) == 2 and all(parts) and not name.startswith((".", "~")):
-        return                  # a Hugging Face hub id: from_pretrained resolves it (network or local cache)
-    raise FileNotFoundError(f"{role} checkpoint {name!r} does not exist: it is neither a zoo entry "
-                            f"({sorted(zoo.RECIPES)}) nor a checkpoint directory")
-
-
-def _load(role: str, name: str, device: str, trainable: bool = True):
-    try:
-        return zoo.load(name, device=device, trainable=trainable)
-    except FileNotFoundError:
-        raise
-    except Exception as e:
-        raise ConfigError(f"could not load the {role} checkpoint {name!r} ({type(e).__name__}: {e}); it must be a "
-                          "directory written by save_pretrained (config.json, weights, tokenizer files)") from e
+def resolve_config(cfg: TrainConfig, task, *, teacher_given: bool = False, student_given: bool = False
+                   ) -> TrainConfig:
+    """The complete config a run uses, decided once: the method's preset applied, every field validated,
+    teacher/student named (the task's zoo pair by default; "<object>" for a model passed in without a
+    name), the generation length decided (`config.generation_length`, at least the task's longest
+    reference solution + EOS). Pure: `cfg` is not changed; the result is frozen.
+    """
+    cfg = cfg.resolved()
+    validate(cfg)
+    t_name, s_name = cfg.teacher, cfg.student
+    if (t_name is None and not teacher_given) or (s_name is None and not student_given):
+        dt, ds = zoo.default_pair(task.name)
+        t_name, s_name = t_name or dt, s_name or ds
+    min_new = task.min_new_tokens()
+    max_new = generation_length(task, cfg.max_new_tokens)
+    if max_new < min_new:
+        raise ConfigError(f"max_new_tokens={max_new} is below what task {task.name!r} needs "
+                          f"({min_new} tokens for its longest reference solution + EOS); raise it")
+    return replace(cfg, teacher=t_name if not teacher_given else (cfg.teacher or "<object>"),
+                   student=s_name if not student_given else (cfg.student or "<object>"),
+                   max_new_tokens=max_new).frozen()
 
 
 class Trainer:
     def __init__(self, cfg: TrainConfig | None = None, *, teacher=None, student=None, tokenizer=None, task=None,
-                 _resume_dir: str | None = None, **overrides):
+                 _resume_dir: str | None = None, _student_from: str | None = None, **overrides):
         """Build from a config (or keyword overrides of one). Everything is validated before models load.
 
-        `teacher`/`student`/`tokenizer`/`task` may be passed as objects (e.g. models built in a notebook);
-        otherwise they come from `cfg.teacher`/`cfg.student` (zoo names or checkpoint directories).
+        `teacher`/`student`/`tokenizer`/`task` may be passed as ready-made objects (models built in a notebook,
+        `pairs.load_named_pair`, `pairs.load_pair`); otherwise they are loaded from `cfg.teacher`/`cfg.student`
+        (zoo names or checkpoint directories) by `pairs.load_checkpoint`. A student passed in is trained
+        in place: its weights change with every step (pass a copy to keep the original).
         """
         if cfg is None:
             cfg = TrainConfig.for_method(overrides.pop("method", "opd"), **overrides)
         elif overrides:
             raise ConfigError("pass either a TrainConfig or keyword options, not both")
-        cfg = cfg.resolved()
-        validate(cfg)
-        self.task = get_task(task if task is not None else cfg.task)
-        if cfg.data:
-            self.task = JsonlProblems(cfg.data, base=self.task)     # bad rows fail here, naming file and line
-        if cfg.eval_split not in self.task.splits:
-            raise ConfigError(f"eval_split {cfg.eval_split!r} is not a split of task {self.task.name!r}; choose one "
-                              f"of {[s for s in self.task.splits if s != 'train']}")
+        self.task = _task_for(cfg, task)
+        cfg = resolve_config(cfg, self.task, teacher_given=teacher is not None, student_given=student is not None)
         self.device = pick_device(cfg.device)
-        self.teacher_scores = cfg.loss in ("sampled_token", "full_kl", "jsd", "topk")
-        need_teacher = (self.teacher_scores or cfg.lmbda < 1
-                        or (cfg.source == "teacher" and cfg.sft_data == "teacher"))
-        t_name, s_name = (cfg.teacher, cfg.student)
-        if (t_name is None and teacher is None) or (s_name is None and student is None):
-            dt, ds = zoo.default_pair(self.task.name)
-            t_name, s_name = t_name or dt, s_name or ds
-        cfg.teacher = t_name if teacher is None else (cfg.teacher or "<object>")
-        cfg.student = s_name if student is None else (cfg.student or "<object>")
-        min_new = self.task.min_new_tokens()
-        max_new = cfg.max_new_tokens or self.task.max_new_tokens
-        if max_new < min_new:
-            raise ConfigError(f"max_new_tokens={max_new} is below what task {self.task.name!r} needs "
-                              f"({min_new} tokens for its longest reference solution + EOS); raise it")
-        cfg.max_new_tokens = max_new
+        self.teacher_scores = objectives.teacher_scores(cfg)
+        need_teacher = objectives.needs_teacher_model(cfg)
+        t_name, s_name = cfg.teacher, (_student_from or cfg.student)
         if cfg.out is not None:
             try:
                 preflight(cfg.out, overwrite=cfg.overwrite, resume=_resume_dir is not None)
@@ -161,14 +146,14 @@ class Trainer:
             except RunDirError as e:
                 raise ConfigError(str(e)) from None
         if student is None:
-            _check_source("student", s_name)
+            pairs.check_checkpoint("student", s_name)
         if teacher is None and need_teacher:
-            _check_source("teacher", t_name)
+            pairs.check_checkpoint("teacher", t_name)
         self.cfg = cfg
 
         # ---- models -----------------------------------------------------------------------
         if student is None:
-            student, s_tok = _load("student", s_name, str(self.device))
+            student, s_tok = pairs.load_checkpoint("student", s_name, str(self.device))
         else:
             s_tok = tokenizer
             student = student.to(self.device)
@@ -178,12 +163,8 @@ class Trainer:
         self.teacher = None
         if need_teacher or teacher is not None:
             if teacher is None:
-                teacher, t_tok = _load("teacher", t_name, str(self.device), trainable=False)
-                problem = vocab_mismatch(t_tok, s_tok)
-                if problem:
-                    raise ConfigError(f"teacher {t_name!r} and student {s_name!r} tokenizers differ: {problem}. "
-                                      "On-policy distillation compares log-probs token by token, so both must "
-                                      "share one vocabulary; use a pair built for the same task/tokenizer")
+                teacher, t_tok = pairs.load_checkpoint("teacher", t_name, str(self.device), trainable=False)
+                pairs.check_vocab(t_tok, s_tok, t_name, s_name)
             teacher = teacher.to(self.device).eval().requires_grad_(False)
             if teacher.config.vocab_size != student.config.vocab_size:
                 raise ConfigError(f"teacher vocab_size {teacher.config.vocab_size} != student vocab_size "
@@ -195,9 +176,9 @@ class Trainer:
                               "use a checkpoint built for this task")
         self.student = student.train()
         self.ref = None
-        if cfg.kl_coef > 0 or cfg.lmbda_reward != 1.0:
+        if objectives.needs_reference(cfg):
             # pi_ref = the initial student, frozen (G-OPD / Stable-OPD)
-            # (a LoRA student: the base model with its adapters disabled, no copy; see hf.reference_policy)
+            # (a LoRA student: the base model with its adapters disabled, no copy; see adapters.reference_policy)
             self.ref = reference_policy(student)
         self.opt = torch.optim.AdamW(self.student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                                      betas=(0.9, 0.99))
@@ -239,7 +220,7 @@ class Trainer:
         """(problems, rollout, on_policy) for step k."""
         cfg = self.cfg
         rng = random.Random(f"{cfg.seed}:{k}:problems")
-        gen = torch.Generator(device=self.device).manual_seed(_seed_for(cfg.seed, k, 1))
+        gen = torch.Generator(device=self.device).manual_seed(seed_for(cfg.seed, k, 1))
         n_prompts = cfg.batch_size // cfg.num_generations
         unique = [self.task.make_problem(rng, "train") for _ in range(n_prompts)]
         problems = [p for p in unique for _ in range(cfg.num_generations)]   # groups contiguous
@@ -409,7 +390,7 @@ class Trainer:
                 rec["teacher/token_reward_neg_frac"] = (tok_r[m] < 0).float().mean().item()
                 rec["teacher/reverse_kl"] = L.full_reverse_kl(s_logits.detach(), teacher_logits, mask)[0].item()
                 rec["teacher/topk_overlap"] = L.topk_overlap(s_logits.detach(), teacher_logits,
-                                                             min(cfg.topk, s_logits.shape[-1]), mask).item()
+                                                             min(cfg.teacher_topk, s_logits.shape[-1]), mask).item()
                 # k = 1: do student and teacher agree on the most likely next token? In a small vocabulary
                 # top-4 overlap is mostly the order of near-zero tail tokens; top-1 is not.
                 rec["teacher/top1_overlap"] = L.topk_overlap(s_logits.detach(), teacher_logits, 1, mask).item()
@@ -463,41 +444,10 @@ class Trainer:
         return cfg.temperature != 1.0 or (cfg.top_p is not None and cfg.top_p < 1.0) or cfg.top_k is not None
 
     def _loss(self, cfg, r, mask, rewards, s_logits, s_lp, t_logits, t_lp, ref_logits, stats, sampler_lp=None):
-        if cfg.loss == "ce":
-            weights = mask if cfg.signal == "dense" else mask * rewards[:, None]   # reward-filtered traces
-            if cfg.signal == "sparse":
-                stats["filter/kept_frac"] = (rewards > 0).float().mean().item()
-            return L.cross_entropy_loss(s_logits, r.completion_ids, weights)
-        if cfg.loss == "pg":
-            adv = L.grpo_advantages(rewards, cfg.num_generations, scale_rewards=cfg.scale_rewards)
-            stats["grpo/zero_adv_frac"] = L.zero_adv_frac(rewards, cfg.num_generations)
-            stats["grpo/credited_token_frac"] = ((adv != 0).float()[:, None] * mask).sum().item() / max(1.0, mask.sum().item())
-            return L.policy_gradient_loss(s_lp, s_lp.detach() if sampler_lp is None else sampler_lp, adv, mask,
-                                          clip_eps=cfg.clip_eps, reduction=cfg.reduction)
-        if cfg.loss == "sampled_token":
-            if cfg.lmbda_reward != 1.0:
-                ref_lp = L.token_logprobs(ref_logits, r.completion_ids)
-                adv = L.gopd_advantages(s_lp, t_lp, ref_lp, cfg.lmbda_reward)
-            else:
-                adv = L.opd_token_rewards(s_lp, t_lp)
-            if cfg.reward_clip is not None:
-                stats["reward/clipped_frac"] = ((adv < cfg.reward_clip).float() * mask).sum().item() / max(1.0, mask.sum().item())
-                adv = L.clip_rewards(adv, cfg.reward_clip)
-            if cfg.vopd:
-                _, kl_t = L.full_reverse_kl(s_logits.detach(), t_logits, mask)
-                adv = L.vopd_advantages(adv, kl_t)
-            adv = L.discounted_returns(adv, mask, cfg.gamma)
-            stats["opd/advantage_mean"] = L.masked_mean(adv, mask).item()
-            return L.sampled_token_opd_loss(s_lp, adv, mask, reduction=cfg.reduction, sampler_logprobs=sampler_lp)
-        if cfg.loss == "full_kl":
-            return L.full_reverse_kl(s_logits, t_logits, mask)[0]
-        if cfg.loss == "jsd":
-            return L.generalized_jsd(s_logits, t_logits, beta=cfg.beta, temperature=cfg.jsd_temperature, mask=mask)
-        if cfg.loss == "topk":
-            k = min(cfg.topk, s_logits.shape[-1])
-            return L.topk_reverse_kl(s_logits, t_logits, mask, k=k, renormalize=cfg.topk_renormalize,
-                                     sampled_ids=r.completion_ids if cfg.topk_include_sampled else None)[0]
-        raise ConfigError(f"unknown loss {cfg.loss!r}")
+        """The configured objective's loss (`objectives.OBJECTIVES[cfg.loss]`); it may add statistics to `stats`."""
+        inputs = LossInputs(rollout=r, mask=mask, rewards=rewards, s_logits=s_logits, s_lp=s_lp, t_logits=t_logits,
+                            t_lp=t_lp, ref_logits=ref_logits, sampler_lp=sampler_lp)
+        return objectives.get(cfg.loss).compute(inputs, cfg, stats)
 
     def _samples(self, problems, r, texts, verdicts, s_lp, t_lp) -> list[dict]:
         out = []
@@ -525,7 +475,7 @@ class Trainer:
         out = {"eval/accuracy": g["accuracy"], "eval/mean_length": g["mean_length"],
                "eval/truncated_frac": g["truncated_frac"]}
         if self.cfg.eval_sampled:
-            gen = torch.Generator(device=self.device).manual_seed(_seed_for(self.cfg.seed, step or 0, 2))
+            gen = torch.Generator(device=self.device).manual_seed(seed_for(self.cfg.seed, step or 0, 2))
             s = evaluate(model, self.tokenizer, self.task, probs, max_new_tokens=self.cfg.max_new_tokens,
                          temperature=1.0, generator=gen)
             out["eval/sampled_accuracy"] = s["accuracy"]
@@ -677,7 +627,6 @@ class Trainer:
         return self._save(g_step, g_costs, 0, self._good)
 
     def _save(self, step: int, costs: dict, nonfinite_in_row: int, good) -> Path:
-        import shutil
         tmp = self.run_dir.path / "checkpoints" / f".tmp_step_{step:06d}"
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -713,7 +662,7 @@ class Trainer:
             raise FileNotFoundError(f"cannot resume {str(run_dir)!r}: no such run directory")
         cfg = TrainConfig.from_dict(load_config(run_dir)["config"])
         if steps is not None:
-            cfg.steps = steps
+            cfg = replace(cfg, steps=steps)
         for role in ("student", "teacher"):
             if getattr(cfg, role) == "<object>":
                 raise ConfigError(f"cannot resume {str(run_dir)!r}: its {role} was passed as a model object, which "
@@ -722,10 +671,8 @@ class Trainer:
         ck = latest_checkpoint(run_dir)
         if ck is None:
             raise FileNotFoundError(f"{str(run_dir)!r} has no checkpoint to resume from; start a new run instead")
-        cfg.out = str(run_dir)
-        student_dir = str(ck)
-        trainer = cls(replace_cfg(cfg, student=student_dir), _resume_dir=str(run_dir))
-        trainer.cfg.student = cfg.student
+        # the student's weights come from the checkpoint; its name in the config stays the run's starting point
+        trainer = cls(replace(cfg, out=str(run_dir)), _resume_dir=str(run_dir), _student_from=str(ck))
         state = torch.load(ck / "trainer_state.pt", map_location=trainer.device, weights_only=False)
         trainer.opt.load_state_dict(state["optimizer"])
         trainer.costs.load_state_dict(state["costs"])
@@ -744,16 +691,11 @@ class Trainer:
             torch.cuda.set_rng_state_all([t.cpu() for t in rng["cuda"]])
         if trainer.ref is not None:
             # pi_ref is the *initial* student, not the checkpoint
-            init, _ = _load("reference (initial student)", cfg.student, str(trainer.device), trainable=False)
+            init, _ = pairs.load_checkpoint("reference (initial student)", cfg.student, str(trainer.device), trainable=False)
             trainer.ref = init
         trainer.run_dir.truncate_after(trainer.step_count)
         trainer.run_dir.log_event("resumed", step=trainer.step_count, checkpoint=ck.name)
         return trainer
-
-
-def replace_cfg(cfg: TrainConfig, **kw) -> TrainConfig:
-    from dataclasses import replace
-    return replace(cfg, **kw)
 
 
 class ProgressPrinter:
@@ -773,3 +715,14 @@ class ProgressPrinter:
             parts.append(f"EVAL {rec['eval/accuracy']:.3f}")
         parts.append(f"{rec['time/elapsed_s']:.0f}s")
         print("  ".join(parts), flush=True)
+
+
+def trainer_for(pair: "pairs.Pair", task, method: str = "opd", **overrides):
+    """A `Trainer` on the pair's objects (teacher left out for methods that never use it)."""
+    cfg = TrainConfig.for_method(method, **{"task": getattr(task, "name", str(task)), "teacher": pair.teacher_name,
+                                            "student": pair.student_name, "device": str(pair.device), **overrides})
+    uses_teacher = objectives.needs_teacher_model(cfg)
+    if uses_teacher and pair.teacher is None:
+        raise ConfigError(f"method {method!r} needs the teacher; load the pair with load_teacher=True")
+    return Trainer(cfg, teacher=pair.teacher if uses_teacher else None, student=pair.student,
+                   tokenizer=pair.tokenizer, task=task)

@@ -35,7 +35,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -43,7 +43,7 @@ import torch.nn.functional as F
 
 from .batching import forced_rollout
 from .evaluation import evaluate
-from .models import build_model, count_params, load_checkpoint, save_checkpoint
+from .models import build_model, load_checkpoint
 from .rollout import completion_logits
 from .tasks import get_task
 from .tokenizer import build_tokenizer
@@ -147,64 +147,6 @@ def pretrain(recipe: Recipe, log=print):
 def measure(model, tok, task_name: str, split: str = "test", n: int = EVAL_PROBLEMS) -> dict:
     task = get_task(task_name)
     return evaluate(model, tok, task, task.problems(n, seed=EVAL_SEED, split=split))
-
-
-def build(names=None, out_dir: Path = ZOO_DIR, log=print) -> dict:
-    """Rebuild zoo entries from their recipes; writes checkpoints + workbench.json metadata."""
-    names = list(names or RECIPES)
-    unknown = [n for n in names if n not in RECIPES]
-    if unknown:
-        raise ValueError(f"unknown zoo entries {unknown}; choose from {sorted(RECIPES)}")
-    results = {}
-    for name in names:
-        recipe = RECIPES[name]
-        log(f"building {name}: {recipe}")
-        t0 = time.time()
-        extra = {}
-        if isinstance(recipe, PlateauRecipe):
-            # function-level import: plateau trains through the Trainer, which imports this module
-            from .plateau import sft_to_plateau
-            # from the checkpoints as they are on disk (RECIPES lists `init` and `teacher` before this entry)
-            init, tok = load(recipe.init)
-            teacher, _ = load(recipe.teacher, trainable=False)
-            model, extra["plateau"] = sft_to_plateau(init, tok, teacher, get_task(recipe.task), recipe, log=log)
-            extra["testbed"] = testbed_properties(model, teacher, tok, recipe.task)
-        else:
-            model, tok = pretrain(recipe, log=log)
-        train_s = time.time() - t0
-        acc = measure(model, tok, recipe.task)
-        meta = {"name": name, "recipe": asdict(recipe), "params": count_params(model), "train_s": round(train_s, 1),
-                "eval": {"split": "test", "n": EVAL_PROBLEMS, "seed": EVAL_SEED, **acc},
-                "torch": torch.__version__, "threads": torch.get_num_threads(), **extra}
-        save_checkpoint(model, tok, out_dir / name, extra=meta)
-        log(f"  {name}: greedy accuracy {acc['accuracy']:.3f} on {EVAL_PROBLEMS} test problems, {train_s:.0f}s")
-        results[name] = meta
-    return results
-
-
-@torch.no_grad()
-def testbed_properties(student, teacher, tok, task_name: str, n: int = EVAL_PROBLEMS) -> dict:
-    """The properties the on-policy literature assumes of a (teacher, student) pair, measured on `test`.
-
-    calibration: the student's temperature-1 accuracy next to its greedy accuracy (an SFT-trained LLM
-    samples nearly as well as it decodes greedily); capacity gap: teacher minus student greedy accuracy;
-    teacher entropy (nats per token) and the per-token reward log q - log p on the student's own
-    temperature-1 samples; horizon: mean completion length and the share of wrong samples whose first
-    mistake is followed by further tokens (errors that later tokens build on).
-    """
-    from .analysis import reward_tails
-    task = get_task(task_name)
-    problems = task.problems(n, seed=EVAL_SEED, split="test")
-    gen = torch.Generator(device=next(student.parameters()).device).manual_seed(0)
-    s_greedy = evaluate(student, tok, task, problems)
-    s_sampled = evaluate(student, tok, task, problems, temperature=1.0, generator=gen)
-    t_greedy = evaluate(teacher, tok, task, problems)
-    t_sampled = evaluate(teacher, tok, task, problems, temperature=1.0, generator=gen.manual_seed(1))
-    tails = reward_tails(student, teacher, tok, task, problems, seed=0)
-    return {"student_greedy": s_greedy["accuracy"], "student_sampled": s_sampled["accuracy"],
-            "teacher_greedy": t_greedy["accuracy"], "teacher_sampled": t_sampled["accuracy"],
-            "capacity_gap": t_greedy["accuracy"] - s_greedy["accuracy"],
-            "mean_completion_tokens": s_greedy["mean_length"], **tails}
 
 
 def path(name: str) -> Path:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from ..tokenizer import encode_text
+
 ANSWER_SEP = "|"
 
 
@@ -77,7 +79,6 @@ class Task:
         Tasks for chat models override this to go through the tokenizer's chat template
         (see `tasks.gsm8k.GSM8K`); `batching.prompt_batch(..., task=task)` calls it.
         """
-        from ..tokenizer import encode_text
         return encode_text(tokenizer, prompt, add_bos=True)
 
     def min_new_tokens(self, split: str = "train", n: int = 64) -> int:

@@ -27,6 +27,7 @@ import re
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
+from ..hub import chat_prompt_ids
 from .base import Problem, Task
 
 SAMPLE_PATH = Path(__file__).resolve().parents[2] / "data" / "gsm8k_sample.jsonl"
@@ -69,7 +70,7 @@ def extract_answer(text: str) -> str | None:
 
 def read_problems(path: str | Path) -> list[Problem]:
     """Problems from a JSONL or parquet file of {question, answer}; malformed rows raise DataError (file:line)."""
-    import pandas as pd
+    import pandas as pd   # optional-import: pandas costs ~1 s to import; only file readers need it
 
     p = Path(path).expanduser()
     if not p.exists():
@@ -176,7 +177,6 @@ class GSM8K(Task):
         return prompt if not self.instruction else f"{prompt}\n{self.instruction}"
 
     def encode_prompt(self, tokenizer, prompt: str) -> list[int]:
-        from ..hf import chat_prompt_ids
         return chat_prompt_ids(tokenizer, self.user_message(prompt), system=self.system_prompt)
 
     def parse_answer(self, completion: str) -> str | None:

@@ -21,6 +21,7 @@ import json
 import random
 from pathlib import Path
 
+from . import get_task
 from .base import Problem, Task
 
 FIELDS = ("prompt", "solution", "answer")
@@ -73,7 +74,6 @@ class JsonlProblems(Task):
     """A task whose `train` problems come from a JSONL file; verifier, charset and other splits from `base`."""
 
     def __init__(self, path, base: Task | str = "addition"):
-        from . import get_task
         self.base = get_task(base)
         self.path = str(path)
         self.name = self.base.name

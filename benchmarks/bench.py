@@ -1,10 +1,10 @@
 """Benchmarks: every speed or cost claim is a measurement against a baseline measured in the same run.
 
-    python -m workbench bench rollout --json      # our rollout engine vs model.generate (KV cache on)
-    python -m workbench bench step --json         # one training step per method: generate / teacher / update
-    python -m workbench bench teacher --json      # teacher scoring: one batched no-grad forward vs baselines
-    python -m workbench bench dashboard --json    # a training step with and without the dashboard (static, live)
-    python -m workbench bench all --json          # all of the above (what docs/benchmarks.md reports)
+    python -m benchmarks rollout --json      # our rollout engine vs model.generate (KV cache on)
+    python -m benchmarks step --json         # one training step per method: generate / teacher / update
+    python -m benchmarks teacher --json      # teacher scoring: one batched no-grad forward vs baselines
+    python -m benchmarks dashboard --json    # a training step with and without the dashboard (static, live)
+    python -m benchmarks all --json          # all of the above (what docs/benchmarks.md reports)
 
 Method: each measured call is warmed up once, then run `--repeats` times; variants are interleaved
 (round-robin, order rotated every repeat) so that machine load hits them alike; rows give the median
@@ -26,6 +26,7 @@ student samples (adapters at peft's initialisation: B = 0, same work as any B).
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime as _dt
 import functools
@@ -38,9 +39,10 @@ import time
 
 import torch
 
-from . import rollout as R
-from . import hf
-from .models import count_params, pick_device, pick_dtype
+from workbench import rollout as R
+from workbench import hf
+from workbench.cli import emit as _emit
+from workbench.models import count_params, pick_device, pick_dtype
 
 SYNTHETIC = {
     "qwen2-0.5b-shape": dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
@@ -137,9 +139,9 @@ def matmul_peak(dev: torch.device, dtype: torch.dtype, n: int | None = None, rep
 # ---------------------------------------------------------------------------------------------------
 def load_model(name: str, dev: torch.device):
     """(model, tokenizer, task name) for a zoo name, a checkpoint directory or a SYNTHETIC shape."""
-    from . import zoo
-    from .tasks import get_task
-    from .tokenizer import build_tokenizer
+    from workbench import zoo
+    from workbench.tasks import get_task
+    from workbench.tokenizer import build_tokenizer
     if name in SYNTHETIC:
         from transformers import Qwen2Config, Qwen2ForCausalLM
         tok = build_tokenizer(get_task("addition").charset)
@@ -157,8 +159,8 @@ def load_model(name: str, dev: torch.device):
 
 
 def prompts_for(tok, task_name: str, batch_size: int, dev, seed: int = 1234):
-    from .batching import prompt_batch
-    from .tasks import get_task
+    from workbench.batching import prompt_batch
+    from workbench.tasks import get_task
     task = get_task(task_name)
     return prompt_batch(tok, task.problems(batch_size, seed=seed, split="test"), dev, task=task)
 
@@ -175,7 +177,7 @@ def _completion_lengths(completion: torch.Tensor, eos_id: int) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------------
 def bench_rollout(model, tok, task_name: str, label: str, batch_size: int, max_new_tokens: int, repeats: int,
                   dev, peak: float | None, temperature: float = 1.0, hf_loop: bool = True) -> dict:
-    from . import fast_rollout
+    from workbench import fast_rollout
     ids, mask = prompts_for(tok, task_name, batch_size, dev)
     eos, pad = tok.eos_token_id, tok.pad_token_id
     params = count_params(model)
@@ -273,7 +275,7 @@ def attention_kernel_rate(H: int, Hkv: int, D: int, layers: int, rows: int, cont
     over `context` cached positions in each of `layers` per-layer caches of the engine's layout, called
     layer after layer as a decode step calls it, nothing else running in between (best of `repeats`). The
     most the kernel reaches here, so `kv bytes / this` is a lower bound on its time inside the engine."""
-    from . import ckernels
+    from workbench import ckernels
     g = torch.Generator().manual_seed(0)
     kvw, n = Hkv * D, max(1, context)
     Ks = [torch.randn(rows, n, kvw, generator=g) for _ in range(layers)]
@@ -304,7 +306,7 @@ def time_parts(model, ids, mask, max_new_tokens, eos, pad, temperature, repeats)
         in isolation (`attention_kernel_rate`, same rows and mean context) + the prefill outside its
         matmuls + sampling and bookkeeping, i.e. every measured part at its best and the decode step's
         remaining elementwise work and Python free; `budget_ratio_vs_generate` = generate's time / that."""
-    from . import ckernels, fast_rollout as fr
+    from workbench import ckernels, fast_rollout as fr
     rec = {}
     orig_lin, orig_c, orig_t, orig_pre, orig_load = fr._lin, fr._decode_c, fr._decode, fr._prefill, ckernels.load
 
@@ -397,7 +399,7 @@ def time_parts(model, ids, mask, max_new_tokens, eos, pad, temperature, repeats)
 @contextlib.contextmanager
 def rollout_engine(engine: str):
     """Make the trainer (and evaluation) sample with `engine` ("auto" | "fast" | "hf") inside the block."""
-    from . import evaluation, trainer
+    from workbench import evaluation, trainer
     saved = (trainer.sample, evaluation.sample)
     fn = functools.partial(R.sample, engine=engine)
     trainer.sample = evaluation.sample = fn
@@ -409,8 +411,8 @@ def rollout_engine(engine: str):
 
 def bench_step(methods, repeats: int, dev, peak: float | None, engines=("auto", "hf"), batch_size=None,
                max_new_tokens=None, teacher=None, student=None) -> list[dict]:
-    from .config import TrainConfig
-    from .trainer import Trainer
+    from workbench.config import TrainConfig
+    from workbench.trainer import Trainer
     rows = []
     for method in methods:
         over = dict(eval_every=0, device=str(dev), num_samples=1)
@@ -443,7 +445,7 @@ def bench_step(methods, repeats: int, dev, peak: float | None, engines=("auto", 
             u = [r["time/update_s"] for r, _ in rs]
             st = [r["time/step_s"] for r, _ in rs]
             share = [a / b for a, b in zip(g, st)]
-            from . import fast_rollout
+            from workbench import fast_rollout
             gen_model = tr.student if tr.cfg.source == "student" else tr.teacher
             row = {"bench": "step", "method": method, "rollout_engine": e,
                    "engine_used": ("fast" if e != "hf" and gen_model is not None
@@ -541,16 +543,16 @@ def bench_teacher(teacher, student, tok, task_name: str, batch_size: int, max_ne
 # ---------------------------------------------------------------------------------------------------
 def bench_dashboard(repeats: int, dev, steps_per_run: int = 3, mode: str = "static") -> dict:
     """Wall time per training step with and without a dashboard callback; mode="live" redraws at the
-    default throttle (once a second) into an IPython shell that serialises each output (widgets.bench)."""
+    default throttle (once a second) into an IPython shell that serialises each output (benchmarks.live_shell)."""
     try:
         from widgets import TrainingDashboard
         if mode == "live":
-            from widgets.bench import live_shell
+            from benchmarks.live_shell import live_shell
             live_shell()
     except Exception as e:  # the widgets package is optional here
         return {"bench": "dashboard", "mode": mode, "skipped": True, "reason": f"widgets not importable: {e!r}"}
-    from .config import TrainConfig
-    from .trainer import Trainer
+    from workbench.config import TrainConfig
+    from workbench.trainer import Trainer
     tr = Trainer(TrainConfig.for_method("opd", eval_every=0, device=str(dev)))
     sink = io.StringIO()
     plain, dashed, in_cb = [], [], []
@@ -597,9 +599,9 @@ def exactness_rows(model, tok, task_name: str, label: str, dev, batch_size: int 
     log-probs are from a re-scoring forward. On CPU in float32 agreement is exact (tests assert it); in
     bf16 on a GPU two different attention kernels may round a near-tie differently, so this reports the
     fraction of identical rows instead of asserting."""
-    from . import fast_rollout
-    from .batching import prompt_batch
-    from .tasks import get_task
+    from workbench import fast_rollout
+    from workbench.batching import prompt_batch
+    from workbench.tasks import get_task
     task = get_task(task_name)
     n = batch_size
     problems = task.problems(n - n // 4, seed=7, split="test")
@@ -638,8 +640,26 @@ def exactness_rows(model, tok, task_name: str, label: str, dev, batch_size: int 
 # ---------------------------------------------------------------------------------------------------
 # entry point
 # ---------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    b = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    b.add_argument("what", choices=["rollout", "step", "teacher", "dashboard", "all"])
+    b.add_argument("--batch-size", type=int, default=None)
+    b.add_argument("--max-new-tokens", type=int, default=None)
+    b.add_argument("--model", default=None, help="zoo name or checkpoint directory")
+    b.add_argument("--repeats", type=int, default=5)
+    b.add_argument("--device", default="auto")
+    b.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    b.add_argument("--lora", type=int, default=0, metavar="R",
+                   help="bench rollout: wrap the model with rank-R LoRA adapters on every projection "
+                        "(workbench.hf.add_lora: float32 adapters), as a LoRA student samples")
+    b.add_argument("--json", action="store_true")
+    return b
+
+
 def main(ns) -> int:
-    from .cli import _emit
+    """Run the benchmarks `ns` (parsed by `build_parser`, or any object with the same attributes) asks for."""
+    from workbench.cli import _emit
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from transformers.utils import logging as hf_logging
     hf_logging.set_verbosity_error()
@@ -655,7 +675,7 @@ def main(ns) -> int:
     as_json = bool(getattr(ns, "json", False))
     t_start = time.perf_counter()
     emit = lambda row: _emit(row, as_json)                     # noqa: E731
-    summary = {"bench": "summary", "what": what, "command": " ".join(["python -m workbench"] + sys.argv[1:])}
+    summary = {"bench": "summary", "what": what, "command": " ".join(["python -m benchmarks"] + sys.argv[1:])}
     emit(machine_info(dev))
     model_name = ns.model or DEFAULT_MODEL
     if what in ("rollout", "teacher", "all"):
@@ -684,10 +704,10 @@ def main(ns) -> int:
             emit(row)
             summary[f"rollout_ratio_vs_generate_student_b{max(batches)}"] = row.get("ratio_vs_generate")
     if what in ("teacher", "all") and model_name not in SYNTHETIC:
-        from . import zoo
+        from workbench import zoo
         st_name = DEFAULT_STUDENT if model_name == DEFAULT_MODEL else model_name
         st, _, _ = load_model(st_name, dev)
-        from .tasks import get_task
+        from workbench.tasks import get_task
         row = bench_teacher(model, st, tok, task_name, ns.batch_size or 64,
                             ns.max_new_tokens or get_task(task_name).max_new_tokens, repeats, dev, peak, model_name)
         emit(row)
@@ -712,7 +732,7 @@ def main(ns) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------
-# markdown tables from saved JSON lines: python -m workbench.bench report FILE.jsonl
+# markdown tables from saved JSON lines: python -m benchmarks.bench report FILE.jsonl
 # ---------------------------------------------------------------------------------------------------
 def report(rows: list[dict]) -> str:
     """docs/benchmarks.md tables from the rows `bench ... --json` printed."""
@@ -832,7 +852,7 @@ def report(rows: list[dict]) -> str:
 if __name__ == "__main__":
     import json
     if len(sys.argv) != 3 or sys.argv[1] != "report":
-        sys.exit("usage: python -m workbench.bench report FILE.jsonl")
+        sys.exit("usage: python -m benchmarks.bench report FILE.jsonl")
     rows = []
     for line in open(sys.argv[2]):
         try:

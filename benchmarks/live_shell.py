@@ -1,4 +1,4 @@
-"""What live redraws cost outside a kernel, for `python -m workbench bench dashboard`.
+"""What live redraws cost outside a kernel, for `python -m benchmarks dashboard`.
 
 A live dashboard draws only inside IPython. `live_shell()` starts a plain IPython shell (no kernel,
 no browser) whose display publisher JSON-serialises every output, as ipykernel does before sending
