@@ -83,13 +83,15 @@ def _make_copy(tmp_path, venv=False, stamp_fresh=False) -> Path:
 
 def _clean_make_env() -> dict:
     """The environment without an outer make's variables: under `make test` a nested make would
-    otherwise print "make[1]: Entering directory ..." lines and inherit the outer flags."""
-    return {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES")}
+    otherwise print "make[1]: Entering directory ..." lines and inherit the outer flags. EXTRAS goes too:
+    .ci/run exports it for its own `make test`, and these tests read the Makefile's default."""
+    return {k: v for k, v in os.environ.items()
+            if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES", "EXTRAS")}
 
 
-def _dry_run(cwd, *args) -> list[str]:
+def _dry_run(cwd, *args, env: dict | None = None) -> list[str]:
     out = subprocess.run(["make", "--no-print-directory", "-n", *args], cwd=cwd, capture_output=True, text=True,
-                         check=True, env=_clean_make_env())
+                         check=True, env={**_clean_make_env(), **(env or {})})
     return [line.strip() for line in out.stdout.splitlines() if line.strip()]
 
 
@@ -107,6 +109,11 @@ def test_makefile_setup_installs_torch_pin_before_project(tmp_path, pyproject):
     path, extras = _editable_extras(edit_args[1])
     assert path == "." and extras == {"dev"}
     assert cmds.index(installs[0]) < cmds.index(installs[1])
+    # what .ci/run asks for: the export extra on top, through the environment
+    (tmp_path / "ci").mkdir()
+    ci = [c for c in _dry_run(_make_copy(tmp_path / "ci"), "setup", env={"EXTRAS": "dev,export"})
+          if c.startswith(".venv/bin/pip install -e")]
+    assert _editable_extras(shlex.split(ci[0])[3])[1] == {"dev", "export"}
     kernel = [c for c in cmds if "ipykernel install" in c]
     assert len(kernel) == 1 and cmds.index(kernel[0]) > cmds.index(installs[1])
     assert shlex.split(kernel[0]) == [".venv/bin/python", "-m", "ipykernel", "install", "--sys-prefix", "--name",
