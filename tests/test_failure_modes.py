@@ -15,15 +15,9 @@ from workbench.metrics import LengthAlarm, advantage_by_repetition, repeated_tok
 from workbench.models import build_model
 from workbench.rollout import _to_rollout
 from workbench.tasks import get_task
-from workbench.tokenizer import build_tokenizer
 from workbench.trainer import Trainer
 
 TASK = get_task("addition")
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return build_tokenizer(TASK.charset)
 
 
 @pytest.fixture(scope="module")

@@ -13,24 +13,12 @@ import torch
 from workbench import cli, objectives
 from workbench import losses as L
 from workbench.config import ConfigError, TrainConfig
-from workbench.models import build_model
 from workbench.objectives import LossInputs, Objective
 from workbench.tasks import get_task
-from workbench.tokenizer import build_tokenizer
 from workbench.trainer import Trainer
 
 TASK = get_task("addition")
 SMALL = dict(batch_size=8, eval_problems=8, eval_every=0, steps=1, device="cpu", student_samples_every=0)
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return build_tokenizer(TASK.charset)
-
-
-@pytest.fixture(scope="module")
-def models(tok):
-    return build_model("nano", tok, seed=1).eval(), build_model("nano", tok, seed=2)
 
 
 @pytest.fixture

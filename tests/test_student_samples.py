@@ -8,23 +8,11 @@ import pytest
 import torch
 
 from workbench.config import ConfigError, TrainConfig, validate
-from workbench.models import build_model
 from workbench.tasks import get_task
-from workbench.tokenizer import build_tokenizer
 from workbench.trainer import Trainer
 
 TASK = get_task("addition")
 SMALL = dict(batch_size=8, eval_problems=16, eval_every=0, steps=4, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return build_tokenizer(TASK.charset)
-
-
-@pytest.fixture(scope="module")
-def models(tok):
-    return build_model("nano", tok, seed=1).eval(), build_model("nano", tok, seed=2)
 
 
 def run(models, tok, method="sft", steps=4, **kw):

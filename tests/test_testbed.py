@@ -9,23 +9,11 @@ import torch
 
 from workbench import experiments as X
 from workbench.analysis import reward_tails
-from workbench.models import build_model
 from workbench.plateau import plateau_state, sft_to_plateau
 from workbench.tasks import get_task
-from workbench.tokenizer import build_tokenizer
 from workbench.zoo import PlateauRecipe
 
 TASK = get_task("addition")
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return build_tokenizer(TASK.charset)
-
-
-@pytest.fixture(scope="module")
-def pair(tok):
-    return build_model("nano", tok, seed=1).eval(), build_model("nano", tok, seed=2)
 
 
 @pytest.mark.parametrize("accs, delta, want", [
@@ -39,10 +27,10 @@ def test_plateau_state(accs, delta, want):
     assert plateau_state(accs, delta) == want
 
 
-def test_sft_to_plateau_stops_after_patience_and_keeps_the_best(tok, pair):
+def test_sft_to_plateau_stops_after_patience_and_keeps_the_best(tok, models):
     """A random student scores 0 on every evaluation: no evaluation beats step 0, so the rule stops after
     `patience` evaluations and returns step 0's weights (the best), leaving the argument untouched."""
-    teacher, student = pair
+    teacher, student = models
     before = {k: v.clone() for k, v in student.state_dict().items()}
     rule = PlateauRecipe("addition", init="-", teacher="-", lr=1e-2, batch_size=4, eval_every=2, eval_problems=8,
                          patience=2, min_delta=0.05, max_steps=50, sft_data="reference")
@@ -57,16 +45,16 @@ def test_sft_to_plateau_stops_after_patience_and_keeps_the_best(tok, pair):
     assert rec["curve"][-1]["student_tokens"] > 0
 
 
-def test_sft_to_plateau_refuses_a_bad_rule(tok, pair):
+def test_sft_to_plateau_refuses_a_bad_rule(tok, models):
     rule = PlateauRecipe("addition", init="-", teacher="-", patience=0)
     with pytest.raises(ValueError, match="patience >= 1"):
-        sft_to_plateau(pair[1], tok, pair[0], TASK, rule)
+        sft_to_plateau(models[1], tok, models[0], TASK, rule)
 
 
-def test_budget_run_stops_within_one_step_of_the_budget(tok, pair):
+def test_budget_run_stops_within_one_step_of_the_budget(tok, models):
     """The driver's step count follows the tokens actually processed: a run ends at the first step whose
     cumulative student tokens reach the budget, whatever the task's sequence lengths."""
-    teacher, student = pair
+    teacher, student = models
     budget = 1500
     tr = X.train("sft", student=student, teacher=teacher, tokenizer=tok, budget_tokens=budget, batch_size=4,
                  eval_every=0, sft_data="reference", device="cpu",
@@ -77,11 +65,11 @@ def test_budget_run_stops_within_one_step_of_the_budget(tok, pair):
 
 
 @torch.no_grad()
-def test_reward_tails_mean_reward_is_minus_the_reverse_kl(tok, pair):
+def test_reward_tails_mean_reward_is_minus_the_reverse_kl(tok, models):
     """Independent identity: under the student's own samples E[log q - log p] = -KL(p || q). The mean sampled
     reward must match the exactly computed reverse KL within Monte Carlo error (4 standard errors of a mean
     of the per-token differences, which are uncorrelated given the prefix: a martingale)."""
-    teacher, student = copy.deepcopy(pair[0]), pair[1]
+    teacher, student = copy.deepcopy(models[0]), models[1]
     for p in teacher.parameters():          # sharper logits: a teacher far from the student
         p.mul_(3.0)
     problems = TASK.problems(64, seed=3, split="train")

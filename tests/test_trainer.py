@@ -47,17 +47,6 @@ def small(method, **kw):
 
 
 @pytest.fixture(scope="module")
-def tok():
-    return build_tokenizer(TASK.charset)
-
-
-@pytest.fixture(scope="module")
-def models(tok):
-    """(teacher, student) tiny random models; tests deep-copy the student before training it."""
-    return build_model("nano", tok, seed=1).eval(), build_model("nano", tok, seed=2)
-
-
-@pytest.fixture(scope="module")
 def ckpts(tmp_path_factory, tok, models):
     """The same pair saved as checkpoint directories (so a Trainer loads fresh weights every time)."""
     d = tmp_path_factory.mktemp("ckpts")
