@@ -93,3 +93,27 @@ def assert_greedy_agrees(model, ids, mask, got, want, eos_token_id=2, min_equal=
         assert gap <= tol, (f"row {b} differs at step {t} ({g[t]} vs {w[t]}) where the logits are "
                             f"{gap:.3g} apart, not a float32 tie (bound {tol:.3g})")
     assert same >= min_equal * got.shape[0], f"only {same}/{got.shape[0]} rows identical"
+
+
+@torch.no_grad()
+def assert_samples_scored_by_hand(samples, tok, teacher, student) -> int:
+    """Every record sample's `student_logprob` and `token_reward` (= log q - log p) against a one-sequence,
+    unpadded forward of each model. Records round to 4 decimals (5e-5); the trainer's padded batch forward
+    differs from this one by float32 rounding, bounded per model as above. Returns the tokens checked."""
+    checked = 0
+    for s in samples:
+        prompt = [tok.bos_token_id] + [tok.convert_tokens_to_ids(c) for c in s["prompt"]]
+        comp = tok.convert_tokens_to_ids(s["tokens"])
+        ids = torch.tensor([prompt + comp])
+        t_lp = torch.log_softmax(teacher(input_ids=ids).logits[0].float(), -1)
+        s_lp = torch.log_softmax(student(input_ids=ids).logits[0].float(), -1)
+        mask = torch.ones_like(ids)
+        tol_p = 5e-5 + logprob_tol(student, ids, mask)
+        tol_r = tol_p + logprob_tol(teacher, ids, mask)
+        P = len(prompt)
+        for t, tid in enumerate(comp):
+            q, p = t_lp[P - 1 + t, tid].item(), s_lp[P - 1 + t, tid].item()
+            assert abs(s["student_logprob"][t] - p) <= tol_p, (t, s["student_logprob"][t], p, tol_p)
+            assert abs(s["token_reward"][t] - (q - p)) <= tol_r, (t, s["token_reward"][t], q - p, tol_r)
+            checked += 1
+    return checked

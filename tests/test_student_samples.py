@@ -5,8 +5,8 @@ The same tiny random models as tests/test_trainer.py (`nano`, d32 x 1 layer), on
 import copy
 
 import pytest
-import torch
 
+from f32 import assert_samples_scored_by_hand
 from workbench.config import ConfigError, TrainConfig, validate
 from workbench.tasks import get_task
 from workbench.trainer import Trainer
@@ -48,21 +48,7 @@ def test_student_samples_are_scored_by_the_teacher(models, tok):
     teacher, _ = models
     trainer, recs = run(models, tok, steps=2, student_samples_every=2)
     student = copy.deepcopy(trainer.student).eval()      # the samples are drawn after step 2's update
-    checked = 0
-    for s in recs[1]["student_samples"]:
-        prompt = [tok.bos_token_id] + [tok.convert_tokens_to_ids(c) for c in s["prompt"]]
-        comp = tok.convert_tokens_to_ids(s["tokens"])
-        ids = torch.tensor([prompt + comp])
-        with torch.no_grad():
-            t_lp = torch.log_softmax(teacher(input_ids=ids).logits[0].float(), -1)
-            s_lp = torch.log_softmax(student(input_ids=ids).logits[0].float(), -1)
-        P = len(prompt)
-        for t, tid in enumerate(comp):
-            q, p = t_lp[P - 1 + t, tid].item(), s_lp[P - 1 + t, tid].item()
-            # records round to 4 decimals (5e-5); batched vs one-sequence float32 forwards differ by ~1e-6
-            assert s["student_logprob"][t] == pytest.approx(p, abs=2e-4)
-            assert s["token_reward"][t] == pytest.approx(q - p, abs=2e-4)
-            checked += 1
+    checked = assert_samples_scored_by_hand(recs[1]["student_samples"], tok, teacher, student)
     assert checked > 8
     assert trainer.student.training        # sampling in eval mode did not leave the student there
 

@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from workbench import zoo
 from workbench.config import PRESETS, ConfigError, TrainConfig
@@ -22,7 +21,7 @@ from workbench.tasks import get_task
 from workbench.tokenizer import build_tokenizer
 from workbench.trainer import Trainer
 
-from f32 import logprob_tol
+from f32 import assert_samples_scored_by_hand
 
 REPO = Path(__file__).resolve().parents[1]
 TASK = get_task("addition")
@@ -152,26 +151,7 @@ def test_opd_token_reward_is_teacher_minus_student_logprob(models, tok):
     trainer = Trainer(small("opd", num_samples=8, eval_every=0), teacher=teacher, student=student, tokenizer=tok)
     rec = trainer.step()
     assert len(rec["samples"]) == 8
-    checked = 0
-    for s in rec["samples"]:
-        prompt = [tok.bos_token_id] + [tok.convert_tokens_to_ids(c) for c in s["prompt"]]
-        comp = tok.convert_tokens_to_ids(s["tokens"])
-        ids = torch.tensor([prompt + comp])
-        with torch.no_grad():
-            t_lp = torch.log_softmax(teacher(input_ids=ids).logits[0].float(), -1)
-            s_lp = torch.log_softmax(before(input_ids=ids).logits[0].float(), -1)
-        P = len(prompt)
-        # records round to 4 decimals (5e-5), and the trainer's padded batch forward differs from this one-row
-        # forward by float32 rounding: the bound of tests/f32.py for each model
-        mask = torch.ones_like(ids)
-        tol_p = 5e-5 + logprob_tol(before, ids, mask)
-        tol_r = tol_p + logprob_tol(teacher, ids, mask)
-        for t, tid in enumerate(comp):
-            q = t_lp[P - 1 + t, tid].item()
-            p = s_lp[P - 1 + t, tid].item()
-            assert s["student_logprob"][t] == pytest.approx(p, abs=tol_p)
-            assert s["token_reward"][t] == pytest.approx(q - p, abs=tol_r)
-            checked += 1
+    checked = assert_samples_scored_by_hand(rec["samples"], tok, teacher, before)
     assert checked > 8
     # and the batch statistics summarise the same quantity
     assert rec["teacher/token_reward_neg_frac"] > 0

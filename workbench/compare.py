@@ -211,11 +211,11 @@ def headline_table(res: dict) -> list[dict]:
     return out
 
 
-def _per_seed_ratio(res, rival: str, key: str, total_key: str) -> tuple[bool | None, dict]:
-    """Per seed: rival's cost to target / OPD's (a rival that never got there: its whole budget, a lower bound).
+def _per_seed_ratio(res, rival: str, key: str, total_key: str) -> tuple[dict | None, dict]:
+    """Per seed: rival's cost to target / OPD's (a rival that never got there: its whole spend, a lower bound).
 
-    Returns (every seed's ratio known to be >= the factor?, evidence); None when OPD missed the target
-    in some seed, or a rival that missed it had too small a budget to bound the ratio."""
+    Returns (ratios of the seeds where the rival reached the target, lower bounds of those where it did not);
+    (None, {}) when OPD missed the target in some seed, so no ratio is defined."""
     opd = {r["seed"]: r for r in res["runs"] if r["method"] == "opd"}
     riv = {r["seed"]: r for r in res["runs"] if r["method"] == rival}
     ratios, bounds = {}, {}

@@ -66,7 +66,7 @@ def sft_to_plateau(student, tokenizer, teacher, task, rule, log=print):
                 "student_tokens": trainer.costs.student_tokens, "flops": trainer.costs.flops}
 
     curve = [measure(0)]
-    states = {0: copy.deepcopy(trainer.student.state_dict())}    # the best checkpoint so far (one kept)
+    best_state = copy.deepcopy(trainer.student.state_dict())    # the best checkpoint so far (only it is kept)
     best, since_best = 0, 0
     t0 = time.time()
     while trainer.step_count < rule.max_steps and since_best < rule.patience:
@@ -75,13 +75,13 @@ def sft_to_plateau(student, tokenizer, teacher, task, rule, log=print):
         curve.append(measure(trainer.step_count))
         best, since_best = plateau_state([c["val_accuracy"] for c in curve], rule.min_delta)
         if since_best == 0:
-            states = {best: copy.deepcopy(trainer.student.state_dict())}
+            best_state = copy.deepcopy(trainer.student.state_dict())
         row = curve[-1]
         log(f"  plateau SFT step {row['step']:5d}  val {row['val_accuracy']:.3f} (T=1: "
             f"{row['val_sampled_accuracy']:.3f})  best {curve[best]['val_accuracy']:.3f} @ {curve[best]['step']}  "
             f"{time.time() - t0:5.0f}s")
     reached = since_best >= rule.patience
-    trainer.student.load_state_dict(states[best])
+    trainer.student.load_state_dict(best_state)
     model = trainer.student.eval()
     record = {"rule": {f: getattr(rule, f) for f in RULE_FIELDS}, "curve": curve, "chosen_step": curve[best]["step"],
               "plateau_reached": reached,
