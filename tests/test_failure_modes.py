@@ -244,6 +244,33 @@ def test_collapse_summary_on_constructed_records():
         R.collapse_summary([])
 
 
+def test_seed_frequency_warning_lead_and_token_counts():
+    from workbench import runaway as R
+    rows = {"a · seed 0": {"collapsed": True, "jumped": False}, "a · seed 1": {"collapsed": False, "jumped": True},
+            "a · seed 2": {"collapsed": True, "jumped": True}, "a + fix · seed 0": {"collapsed": False, "jumped": False}}
+    f = R.seed_frequency(rows, ("a", "a + fix"), flags=("collapsed", "jumped"))
+    # "a + fix · seed 0" starts with "a" but is not a run of kind "a": the " · seed " suffix separates kinds
+    assert f == {"a": {"collapsed": 2, "jumped": 2, "seeds": 3}, "a + fix": {"collapsed": 0, "jumped": 0, "seeds": 1}}
+    with pytest.raises(ValueError, match="no run named 'b'"):
+        R.seed_frequency(rows, ("b",))
+    recs = [{"step": i + 1, "rollout/mean_length": n} for i, n in enumerate([50.0, 30.0, 20.0, 12.0, 8.0, 3.0])]
+    recs[1]["warning"] = "truncation rose by 0.30 within 4 steps at step 2"     # not about length: ignored
+    recs[2]["warning"] = "length 20.0 <= 0.50 x the first step's 50.0 at step 3"
+    assert R.warnings_of(recs) == [(2, recs[1]["warning"]), (3, recs[2]["warning"])]
+    assert R.warning_lead(recs, collapse_len=10) == 5 - 3       # below 10 tokens at step 5, warned at step 3
+    assert R.warning_lead(recs, collapse_len=2) is None          # never below 2 tokens
+    assert R.warning_lead([{k: v for k, v in r.items() if k != "warning"} for r in recs]) is None
+    first, last = [{"tokens": [",", "1", ","]}], [{"tokens": ["<unk>"]}, {"tokens": ["1"]}]
+    assert R.token_counts(first, last, (",", "<unk>")) == {", per sample, first": 2.0, ", per sample, last": 0.0,
+                                                          "<unk> per sample, first": 0.0,
+                                                          "<unk> per sample, last": 0.5}
+    from workbench.experiments import RecordLog
+    log = RecordLog()
+    for r in recs[:3]:
+        log.on_step({"run": "r", **r})
+    assert log.series("r", "rollout/mean_length", offset=30) == ([31, 32, 33], [50.0, 30.0, 20.0])
+
+
 def test_rollout_table_keeps_special_tokens_the_text_drops(tok, teacher):
     from workbench.experiments import rollout_table
     rows = rollout_table(teacher, tok, TASK, held_out(TASK, 5), temperature=1.0, max_new_tokens=12, seed=3)

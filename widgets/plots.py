@@ -221,7 +221,7 @@ def cost_bars(rows: list[dict], title: str = "Cost to reach 90% of the teacher's
     return _layout(fig, title + "<br><sup>'never' = did not reach the target within the budget</sup>", height=400)
 
 
-# --- 06: failure modes ----------------------------------------------------------------------
+# --- 06-08: failure modes -------------------------------------------------------------------
 def reward_histogram_figure(hists: dict[str, dict], title: str = "Per-token teacher reward log q − log p (share of tokens per bin)") -> go.Figure:
     """{name: workbench.analysis.reward_histogram(...)} as grouped bars over the same bins."""
     fig = go.Figure()

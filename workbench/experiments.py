@@ -114,9 +114,11 @@ class RecordLog:
         row = self._eval_row({"step": step, "train_s": 0.0, **metrics})
         self.evals[run] = sorted(self.evals[run] + [row], key=lambda r: r["step"])
 
-    def series(self, run: str, key: str) -> tuple[list[int], list[float]]:
+    def series(self, run: str, key: str, offset: int = 0) -> tuple[list[int], list[float]]:
+        """(steps, values) of `key`; `offset` is added to the steps (a run that continues another, e.g. OPD after
+        an SFT cold start, drawn after the steps it started from)."""
         rows = [r for r in self.records.get(run, []) if key in r]
-        return [r["step"] for r in rows], [r[key] for r in rows]
+        return [r["step"] + offset for r in rows], [r[key] for r in rows]
 
     def mean(self, run: str, key: str, first: int | None = None, last: int | None = None) -> float:
         """Mean of `key` over the run's first `first` or last `last` steps (all steps if neither)."""

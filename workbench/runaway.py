@@ -1,10 +1,12 @@
 """Summaries of a length runaway from a run's per-step records (docs/records.md).
 
-Notebook 06 asks the same questions of every run: did the mean length collapse (`collapse_summary`),
+Notebooks 06 (length runaways) and 08 (special tokens and teacher compatibility) ask the same questions
+of every run: did the mean length collapse (`collapse_summary`),
 did the truncated fraction jump (some step with at least `high` of the rollouts truncated), how many
 steps did the jump take (from the last step under `low`), did it stay there (mean over the last `last`
 steps above `high`), when did the trainer's early warning fire, and how did the student/teacher top-k
-overlap move (`truncation_summary`). Plain functions on
+overlap move (`truncation_summary`); over seeds, how often each kind of run did it (`seed_frequency`),
+and how early the warning came (`warning_lead`). Plain functions on
 lists of record dicts, so they work on a `RecordLog`, a run directory's `metrics.jsonl` or a
 dashboard's store alike.
 """
@@ -88,3 +90,38 @@ def collapse_summary(records: list[dict], collapse_len: float = 10.0, last: int 
 def token_count_per_sample(samples: list[dict], token: str) -> float:
     """Mean number of occurrences of `token` per recorded sample (records' `samples[*]["tokens"]`)."""
     return sum(s["tokens"].count(token) for s in samples) / max(1, len(samples))
+
+
+def token_counts(first: list[dict], last: list[dict], tokens) -> dict:
+    """Mean occurrences per sample of each of `tokens` in a run's first and last recorded sample batches."""
+    return {f"{t} per sample, {when}": token_count_per_sample(samples, t)
+            for t in tokens for when, samples in (("first", first), ("last", last))}
+
+
+def seed_frequency(rows: dict[str, dict], kinds, flags=("collapsed",)) -> dict[str, dict]:
+    """Over seeds, how many runs of each kind had each boolean flag set.
+
+    `rows`: one summary row (`collapse_summary`, `truncation_summary`) per run, the runs named
+    "KIND · seed S" (the notebooks' convention). Returns {kind: {flag: count, ..., "seeds": n}}.
+    """
+    out = {}
+    for kind in kinds:
+        mine = [row for run, row in rows.items() if run.startswith(kind + " · seed ")]
+        if not mine:
+            raise ValueError(f"no run named {kind!r} · seed S among {sorted(rows)}")
+        out[kind] = {**{f: sum(bool(row[f]) for row in mine) for f in flags}, "seeds": len(mine)}
+    return out
+
+
+def warnings_of(records: list[dict]) -> list[tuple[int, str]]:
+    """(step, text) of every step that carried a trainer early warning (`record["warning"]`)."""
+    return [(r["step"], r["warning"]) for r in records if r.get("warning")]
+
+
+def warning_lead(records: list[dict], collapse_len: float = 10.0, about: str = "length") -> int | None:
+    """Steps from the first warning whose text mentions `about` to the first step whose mean rollout length
+    is below `collapse_len` (positive: the warning came first). None when the length never fell that low
+    or no such warning fired."""
+    below = next((r["step"] for r in records if r["rollout/mean_length"] < collapse_len), None)
+    warned = next((k for k, w in warnings_of(records) if about in w), None)
+    return None if below is None or warned is None else below - warned
