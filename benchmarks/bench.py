@@ -140,6 +140,7 @@ def matmul_peak(dev: torch.device, dtype: torch.dtype, n: int | None = None, rep
 def load_model(name: str, dev: torch.device):
     """(model, tokenizer, task name) for a zoo name, a checkpoint directory or a SYNTHETIC shape."""
     from workbench import zoo
+    from workbench.pairs import load_checkpoint
     from workbench.tasks import get_task
     from workbench.tokenizer import build_tokenizer
     if name in SYNTHETIC:
@@ -153,7 +154,7 @@ def load_model(name: str, dev: torch.device):
             with dev:
                 model = Qwen2ForCausalLM(cfg).to(dtype)
         return model.eval().requires_grad_(False), tok, "addition"
-    model, tok = zoo.load(name, device=str(dev), trainable=False)
+    model, tok = load_checkpoint("benchmark model", name, str(dev), trainable=False)
     task = zoo.RECIPES[name].task if name in zoo.RECIPES else "addition"
     return model, tok, task
 

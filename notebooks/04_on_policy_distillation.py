@@ -45,9 +45,9 @@ from pathlib import Path
 import pandas as pd
 
 from workbench import experiments as X
-from workbench import zoo
 from workbench.analysis import estimator_gradients, reward_tails
 from workbench.claims import Claims, write_results
+from workbench.pairs import load_checkpoint
 from widgets import TrainingDashboard
 from widgets import figures as F
 from widgets import plots as P
@@ -135,7 +135,7 @@ pd.DataFrame(grads).T
 #    sequences per step, and watch the quantity it minimises: the reverse KL on its own samples.
 
 # %%
-plateau, _ = zoo.load("addition-student-sft", device=str(M.device))
+plateau, _ = load_checkpoint("plateau student", "addition-student-sft", str(M.device))
 tails = {"weak zoo student": reward_tails(M.student, M.teacher, tok, task, probe, seed=0),
          "plateau student": reward_tails(plateau, M.teacher, tok, task, probe, seed=0)}
 pd.DataFrame(tails).T[["teacher_entropy", "student_entropy", "reverse_kl", "reward_mean", "cliff_token_frac",

@@ -18,6 +18,7 @@ from workbench import fast_rollout as fr
 from workbench import zoo
 from workbench.batching import prompt_batch
 from workbench.models import build_model
+from workbench.pairs import load_checkpoint
 from workbench.rollout import _to_rollout, pad_prompts, positions_from_mask, sample, sequence_logprobs
 from workbench.tasks import get_task
 from workbench.tokenizer import build_tokenizer
@@ -196,7 +197,7 @@ def _zoo_or_skip(name):
         zoo.path(name)
     except FileNotFoundError:
         pytest.skip(f"zoo checkpoint {name} not built")
-    return zoo.load(name, device="cpu", trainable=False)
+    return load_checkpoint("model", name, "cpu", trainable=False)
 
 
 @pytest.mark.parametrize("name", ["addition-student", "addition-teacher"])

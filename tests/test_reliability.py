@@ -542,7 +542,7 @@ BAD_INPUTS = [
 @pytest.fixture
 def watch_compute(monkeypatch):
     import workbench.trainer as T
-    import workbench.zoo as Z
+    import workbench.models as models
 
     def boom(*a, **k):
         raise AssertionError("compute happened before the input error")
@@ -550,8 +550,8 @@ def watch_compute(monkeypatch):
     for name in ("sample", "completion_logits", "evaluate"):
         monkeypatch.setattr(T, name, boom)
     loads = []
-    real = Z.load
-    monkeypatch.setattr(Z, "load", lambda *a, **k: loads.append(a[0]) or real(*a, **k))
+    real = models.load_checkpoint       # what pairs.load_checkpoint, the one public loader, calls
+    monkeypatch.setattr(models, "load_checkpoint", lambda *a, **k: loads.append(a[0]) or real(*a, **k))
     return loads
 
 
@@ -563,6 +563,8 @@ def test_bad_input_is_one_clear_error_before_compute(case, ckpts, bad_inputs, wa
     assert type(e.value) is not AssertionError
     if not may_load:
         assert watch_compute == [], f"models were loaded before the error: {watch_compute}"
+    elif "tokenizers differ" in pattern:        # both checkpoints load first: the spy must have seen them
+        assert watch_compute, "the loader spy saw no load where two checkpoints must load to compare vocabularies"
     assert not (bad_inputs / "exists" / "config.json").exists()         # nothing written
 
 

@@ -7,11 +7,11 @@ from types import SimpleNamespace
 
 from workbench.batching import prompt_batch
 from workbench.models import build_model
+from workbench.pairs import load_checkpoint
 from workbench.sampling import _filter_logits
 from workbench.rollout import pad_prompts, positions_from_mask, sample, sequence_logprobs
 from workbench.tasks import get_task
 from workbench.tokenizer import build_tokenizer
-from workbench import zoo
 
 from f32 import assert_greedy_agrees, assert_logprobs_close
 
@@ -99,7 +99,7 @@ def trained():
     """A trained model whose weights are committed (the zoo's addition student, workbench/zoo_ckpt): the same
     bits on every CPU, unlike a model trained in the fixture, whose float32 training differs between CPUs
     and thread counts (on one CPU such a model never emitted EOS)."""
-    return zoo.load("addition-student", device="cpu", trainable=False)
+    return load_checkpoint("student", "addition-student", "cpu", trainable=False)
 
 
 def test_greedy_equals_generate_on_a_trained_model(trained):

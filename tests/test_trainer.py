@@ -190,8 +190,9 @@ def no_compute(monkeypatch):
     for name in ("sample", "completion_logits", "evaluate"):
         monkeypatch.setattr(T, name, boom)
     loads = []
-    real = zoo.load
-    monkeypatch.setattr(zoo, "load", lambda *a, **k: loads.append(a[0]) or real(*a, **k))
+    import workbench.models as models
+    real = models.load_checkpoint       # what pairs.load_checkpoint, the one public loader, calls
+    monkeypatch.setattr(models, "load_checkpoint", lambda *a, **k: loads.append(a[0]) or real(*a, **k))
     return loads
 
 
@@ -242,6 +243,8 @@ def test_bad_configuration_fails_before_compute(case, ckpts, other_vocab_ckpt, n
         build(ckpts, other_vocab_ckpt)
     if not may_load:
         assert no_compute == [], "a model was loaded before a configuration error that needs none"
+    elif case[0] == "vocabularies differ":      # the spy sees loads: its silence in the other cases means something
+        assert no_compute, "the loader spy saw no load where two checkpoints must load to compare vocabularies"
 
 
 # --------------------------------------------------------------------------------------------------

@@ -7,12 +7,13 @@ import pytest
 
 from workbench import zoo
 from workbench.evaluation import evaluate
+from workbench.pairs import load_checkpoint
 from workbench.tasks import get_task
 from workbench.tokenizer import vocab_mismatch
 
 
 def _accuracy(name, n, seed=7):
-    model, tok = zoo.load(name, device="cpu", trainable=False)
+    model, tok = load_checkpoint("model", name, "cpu", trainable=False)
     task = get_task("addition")
     return evaluate(model, tok, task, task.problems(n, seed=seed, split="test"))["accuracy"]
 
@@ -22,8 +23,8 @@ def test_shipped_pair_is_built_and_shares_a_tokenizer():
     assert rows["addition-teacher"]["built"] and rows["addition-student"]["built"]
     assert rows["addition-teacher"]["params"] > 5 * rows["addition-student"]["params"]
     assert sum(r["size_mb"] for r in rows.values()) < 10          # a few MB in total
-    _, t_tok = zoo.load("addition-teacher", device="cpu")
-    _, s_tok = zoo.load("addition-student", device="cpu")
+    _, t_tok = load_checkpoint("teacher", "addition-teacher", "cpu")
+    _, s_tok = load_checkpoint("student", "addition-student", "cpu")
     assert vocab_mismatch(t_tok, s_tok) is None
 
 
@@ -43,7 +44,7 @@ def test_quick_remeasure_on_fresh_problems():
 def test_full_remeasure_matches_the_recorded_numbers():
     for name in ("addition-teacher", "addition-student"):
         meta = json.loads((zoo.path(name) / "workbench.json").read_text())
-        measured = zoo.measure(*zoo.load(name, device="cpu", trainable=False), "addition")
+        measured = zoo.measure(*load_checkpoint("model", name, "cpu", trainable=False), "addition")
         assert measured["accuracy"] == pytest.approx(meta["eval"]["accuracy"], abs=1e-9)
     assert _accuracy("addition-teacher", 512) >= 0.95
     assert 0.05 <= _accuracy("addition-student", 512) <= 0.40

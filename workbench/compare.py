@@ -105,7 +105,8 @@ def compare(task: str = "addition", protocol: str = "plateau", methods=DEFAULT_M
     t_name, s_name = teacher or t_name, student or s_name
     task_obj = get_task(task)
     dev = pick_device(device)
-    t_model, s_model, tok = load_named_pair(t_name, s_name, str(dev))
+    pair = load_named_pair(t_name, s_name, str(dev))
+    t_model, s_model, tok = pair.teacher, pair.student, pair.tokenizer
     problems = held_out(task_obj, eval_problems, split=eval_split)
     teacher_eval = evaluate_model(t_model, tok, task_obj, problems, sampled=False)
     start_eval = evaluate_model(s_model, tok, task_obj, problems)

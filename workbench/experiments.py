@@ -203,14 +203,16 @@ def train(method: str, callbacks=(), *, student=None, teacher=None, tokenizer=No
 
 def load_models(task: str = "addition", device: str = "auto", teacher: str | None = None,
                 student: str | None = None) -> SimpleNamespace:
-    """The task and its zoo pair (or the given checkpoints): `.task .teacher .student .tokenizer .device`."""
+    """The task and its zoo pair (or the given checkpoints: zoo names, directories, hub ids; `pairs.load_named_pair`):
+    `.task .teacher .student .tokenizer .device .report` (the pair's `compat.CompatReport`)."""
     task_obj = get_task(task)
     dev = pick_device(device)
     t_name, s_name = zoo.default_pair(task_obj.name) if (teacher is None or student is None) else (teacher, student)
     t_name, s_name = teacher or t_name, student or s_name
-    t_model, s_model, s_tok = pairs.load_named_pair(t_name, s_name, str(dev))   # student trainable: gradient analyses
-    return SimpleNamespace(task=task_obj, teacher=t_model.eval(), student=s_model.eval(), tokenizer=s_tok,
-                           device=dev, teacher_name=t_name, student_name=s_name)
+    pair = pairs.load_named_pair(t_name, s_name, str(dev))   # student trainable: gradient analyses
+    return SimpleNamespace(task=task_obj, teacher=pair.teacher.eval(), student=pair.student.eval(),
+                           tokenizer=pair.tokenizer, device=dev, teacher_name=t_name, student_name=s_name,
+                           report=pair.report)
 
 
 def model_row(role: str, name: str, model, metrics: dict | None = None) -> dict:

@@ -1,8 +1,12 @@
-"""A real teacher/student pair by hub name or local path, loaded on one device, and a Trainer on it.
+"""A teacher/student pair by zoo name, local path or hub id, loaded on one device, and a Trainer on it.
 
+    pair = load_named_pair("addition-teacher", "addition-student")   # toy pair: full weights, float32
     report = compat.check_names(teacher, student)            # configs + tokenizers only, no weights
-    pair = load_pair(teacher, student, lora=LoraSpec(r=16))  # checks, then loads
+    pair = load_pair(teacher, student, lora=LoraSpec(r=16))  # real models: checks, then loads (LoRA, bf16, ...)
     trainer = trainer_for(pair, GSM8K(data_path), "opd", steps=50, batch_size=8)
+
+Both return a `Pair` carrying its `compat.CompatReport`. `load_checkpoint` is the one way to load a single
+checkpoint by name (zoo entry, directory, hub id); `load_named_pair` and the trainer use it.
 
 See `workbench.hf` for what is done for you (dtype, frozen teacher, LoRA, checkpointing).
 """
@@ -14,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from . import zoo
+from . import hub, models, zoo
 from .adapters import LoraSpec, add_lora, enable_gradient_checkpointing
 from .compat import check_pair
 from .config import ConfigError
@@ -132,15 +136,18 @@ def load_pair(teacher, student, *, device="auto", dtype="auto", lora: LoraSpec |
 
 
 # --------------------------------------------------------------------------------------------
-# toy checkpoints by name (zoo entries and local directories): the trainer, compare and experiments
+# checkpoints by name (zoo entries, local directories, hub ids): the one way the trainer, compare,
+# experiments, notebooks and benchmarks load a model
 # --------------------------------------------------------------------------------------------
 
 
-def check_checkpoint(role: str, name: str) -> None:
-    """Fail before loading anything when a teacher/student reference cannot be a checkpoint."""
+def checkpoint_location(role: str, name: str) -> str:
+    """What `name` refers to, checked before anything loads: a zoo entry's directory, a checked local checkpoint
+    directory, or a hub id (`owner/name`, passed on unchanged: `from_pretrained` resolves it from the network or
+    the local Hugging Face cache). Errors name the fix."""
+    name = str(name)
     if name in zoo.RECIPES:
-        zoo.path(name)          # FileNotFoundError naming the rebuild command when the entry is not built
-        return
+        return str(zoo.path(name))   # FileNotFoundError naming the rebuild command when the entry is not built
     p = Path(name).expanduser()
     if p.exists():
         if not p.is_dir():
@@ -152,23 +159,31 @@ def check_checkpoint(role: str, name: str) -> None:
         if not ((p / "tokenizer.json").exists() or (p / "tokenizer_config.json").exists()):
             raise FileNotFoundError(f"{role} checkpoint {name!r} has no tokenizer files; save the tokenizer into "
                                     "the same directory with tokenizer.save_pretrained(dir)")
-        return
+        return hub.resolve(p)
     parts = name.split("/")
-    if len(parts) == 2 and all(parts) and not name.startswith((".", "~")):
-        return                  # a Hugging Face hub id: from_pretrained resolves it (network or local cache)
+    if len(parts) == 2 and all(parts) and not name.startswith((".", "~")) and not hub.is_local(name):
+        return hub.resolve(name)     # a hub id: unchanged
     raise FileNotFoundError(f"{role} checkpoint {name!r} does not exist: it is neither a zoo entry "
-                            f"({sorted(zoo.RECIPES)}) nor a checkpoint directory")
+                            f"({sorted(zoo.RECIPES)}), a checkpoint directory nor a hub id (owner/name)")
+
+
+def check_checkpoint(role: str, name: str) -> None:
+    """Fail before loading anything when a teacher/student reference cannot be a checkpoint."""
+    checkpoint_location(role, name)
 
 
 def load_checkpoint(role: str, name: str, device: str, trainable: bool = True):
-    """(model, tokenizer) of a zoo name or checkpoint directory: frozen unless `trainable`; errors name the fix."""
+    """(model, tokenizer) of a zoo name, checkpoint directory or hub id: frozen unless `trainable`; errors name the
+    fix. The one public way to load a single checkpoint; `models.load_checkpoint` does the loading."""
+    where = checkpoint_location(role, name)
     try:
-        return zoo.load(name, device=device, trainable=trainable)
+        return models.load_checkpoint(where, device=device, trainable=trainable)
     except FileNotFoundError:
         raise
     except Exception as e:
         raise ConfigError(f"could not load the {role} checkpoint {name!r} ({type(e).__name__}: {e}); it must be a "
-                          "directory written by save_pretrained (config.json, weights, tokenizer files)") from e
+                          "directory written by save_pretrained (config.json, weights, tokenizer files), a zoo "
+                          "name, or a hub id in the local Hugging Face cache or reachable over the network") from e
 
 
 def check_vocab(t_tok, s_tok, t_name: str, s_name: str) -> None:
@@ -179,15 +194,24 @@ def check_vocab(t_tok, s_tok, t_name: str, s_name: str) -> None:
                           "share one vocabulary; use a pair built for the same task/tokenizer")
 
 
-def load_named_pair(teacher: str, student: str, device: str = "cpu", *, load_teacher: bool = True):
-    """(teacher frozen or None, student trainable, the student's tokenizer) from zoo names or checkpoint
-    directories, checked before loading (`check_checkpoint`) and for one shared vocabulary after."""
+def load_named_pair(teacher: str, student: str, device: str = "cpu", *, load_teacher: bool = True) -> Pair:
+    """A `Pair` (teacher frozen or None, student trainable, the student's tokenizer, the compatibility report)
+    from zoo names, checkpoint directories or hub ids: both references checked before loading
+    (`checkpoint_location`), one shared vocabulary and `compat.check_pair` after (its errors raised, its
+    warnings kept in `pair.report`). Full-weight models in float32 on `device`; for LoRA, bf16 and a teacher
+    on another device, use `load_pair`."""
     check_checkpoint("student", student)
     if load_teacher:
         check_checkpoint("teacher", teacher)
     s_model, s_tok = load_checkpoint("student", student, str(device))
-    t_model = None
+    t_model, t_tok = None, s_tok
     if load_teacher:
         t_model, t_tok = load_checkpoint("teacher", teacher, str(device), trainable=False)
         check_vocab(t_tok, s_tok, teacher, student)
-    return t_model, s_model, s_tok
+    report = check_pair(t_tok, s_tok, (t_model or s_model).config, s_model.config, uses_teacher=load_teacher,
+                        teacher_name=str(teacher), student_name=str(student))
+    report.raise_if_errors()
+    dev = next(s_model.parameters()).device
+    return Pair(teacher=t_model, student=s_model, tokenizer=s_tok, teacher_tokenizer=t_tok, report=report,
+                teacher_name=str(teacher), student_name=str(student), device=dev,
+                dtype=next(s_model.parameters()).dtype)

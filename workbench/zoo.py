@@ -43,7 +43,7 @@ import torch.nn.functional as F
 
 from .batching import forced_rollout
 from .evaluation import evaluate
-from .models import build_model, load_checkpoint
+from .models import build_model
 from .rollout import completion_logits
 from .tasks import get_task
 from .tokenizer import build_tokenizer
@@ -158,12 +158,6 @@ def path(name: str) -> Path:
         raise FileNotFoundError(f"zoo checkpoint {name!r} is missing at {p}; rebuild it with "
                                 f"`python -m workbench zoo build --only {name}`")
     return p
-
-
-def load(name_or_path: str, device=None, trainable: bool = True):
-    """(model, tokenizer) from a zoo name or any checkpoint directory."""
-    p = path(name_or_path) if name_or_path in RECIPES else name_or_path
-    return load_checkpoint(p, device=device, trainable=trainable)
 
 
 def metadata(name: str) -> dict:

@@ -1,6 +1,6 @@
 """Rebuilding the toy zoo (`python -m workbench zoo build`): each entry from its recipe in `zoo.RECIPES`.
 
-Apart from `zoo` (the catalogue: recipes, paths, loading) because a plateau student is trained through
+Apart from `zoo` (the catalogue: recipes, paths; `pairs.load_checkpoint` loads an entry by name) because a plateau student is trained through
 the `Trainer` (`plateau.sft_to_plateau`), and the trainer loads zoo entries by name: the catalogue sits
 below the trainer, the rebuilding above it.
 """
@@ -17,7 +17,8 @@ from .evaluation import evaluate
 from .models import count_params, save_checkpoint
 from .plateau import sft_to_plateau
 from .tasks import get_task
-from .zoo import EVAL_PROBLEMS, EVAL_SEED, RECIPES, ZOO_DIR, PlateauRecipe, load, measure, pretrain
+from .pairs import load_checkpoint
+from .zoo import EVAL_PROBLEMS, EVAL_SEED, RECIPES, ZOO_DIR, PlateauRecipe, measure, pretrain
 
 
 def build(names=None, out_dir: Path = ZOO_DIR, log=print) -> dict:
@@ -34,8 +35,8 @@ def build(names=None, out_dir: Path = ZOO_DIR, log=print) -> dict:
         extra = {}
         if isinstance(recipe, PlateauRecipe):
             # from the checkpoints as they are on disk (RECIPES lists `init` and `teacher` before this entry)
-            init, tok = load(recipe.init)
-            teacher, _ = load(recipe.teacher, trainable=False)
+            init, tok = load_checkpoint("plateau init", recipe.init, "auto")
+            teacher, _ = load_checkpoint("plateau teacher", recipe.teacher, "auto", trainable=False)
             model, extra["plateau"] = sft_to_plateau(init, tok, teacher, get_task(recipe.task), recipe, log=log)
             extra["testbed"] = testbed_properties(model, teacher, tok, recipe.task)
         else:
