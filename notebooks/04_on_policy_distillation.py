@@ -112,7 +112,7 @@ pd.DataFrame(reward_pos)
 
 # %%
 grads = estimator_gradients(M.student, M.teacher, tok, probe, repeats=S.grad_repeats, batch_size=S.grad_batch,
-                            max_new_tokens=task.max_new_tokens, seed=0)
+                            task=task, seed=0)
 P.show(P.estimator_figure(grads))
 pd.DataFrame(grads).T
 

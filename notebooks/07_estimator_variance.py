@@ -87,7 +87,7 @@ pd.DataFrame({k: {kk: vv for kk, vv in h.items() if kk not in ("edges", "counts"
 
 # %%
 grads = estimator_gradients(M.student, M.teacher, tok, probe, repeats=S.grad_repeats, batch_size=S.grad_batch,
-                            max_new_tokens=task.max_new_tokens, seed=0,
+                            task=task, seed=0,
                             estimators=("sampled_token", "vopd", "full_kl", "topk", "topk_raw"))
 for e in grads:
     grads[e]["variance / full_kl"] = grads[e]["variance"] / grads["full_kl"]["variance"]

@@ -80,9 +80,9 @@ check_good = check_special_tokens(M.teacher, tok, probe, task=task, teacher_name
 check_bad = check_special_tokens(bad_teacher, tok, probe, task=task, teacher_name="teacher ending with <unk>")
 print(check_good, "\n")
 print(check_bad)
-penalty = {"zoo teacher": special_token_penalty(M.student, M.teacher, tok, probe, max_new_tokens=task.max_new_tokens),
+penalty = {"zoo teacher": special_token_penalty(M.student, M.teacher, tok, probe, task=task),
            "teacher ending with <unk>": special_token_penalty(M.student, bad_teacher, tok, probe,
-                                                              max_new_tokens=task.max_new_tokens)}
+                                                              task=task)}
 pd.DataFrame(penalty).T
 
 # %% [markdown]
@@ -125,7 +125,7 @@ teacher_check = {"zoo teacher": X.evaluate_model(M.teacher, tok, task, probe, sa
 print(pd.DataFrame(teacher_check).T)
 for name, t in (("zoo teacher", M.teacher), ("teacher with <unk> separators", alt_teacher)):
     print(f"{name:30s}", "".join(X.rollout_table(t, tok, task, probe[:1], temperature=0.0)[0]["tokens"]))
-sep_penalty = {name: special_token_penalty(M.student, t, tok, probe, token_id=comma, max_new_tokens=task.max_new_tokens)
+sep_penalty = {name: special_token_penalty(M.student, t, tok, probe, token_id=comma, task=task)
                for name, t in (("zoo teacher", M.teacher), ("teacher with <unk> separators", alt_teacher))}
 print("per-token reward log q - log p at the student's ',' vs at its other tokens (nats):")
 pd.DataFrame(sep_penalty).T

@@ -4,16 +4,16 @@ import pickle
 
 import pytest
 
-from workbench.config import PRESETS, TrainConfig
+from workbench.config import PRESETS, TrainConfig, apply_preset
 
 
 def test_an_explicit_value_equal_to_the_default_is_kept():
     # lmbda's dataclass default is 1.0 and GKD's preset says 0.5: passing 1.0 must win (it used to become 0.5)
-    cfg = TrainConfig(method="gkd", lmbda=1.0).resolved()
+    cfg = apply_preset(TrainConfig(method="gkd", lmbda=1.0))
     assert cfg.lmbda == 1.0
     assert cfg.beta == PRESETS["gkd"]["beta"] and cfg.lr == PRESETS["gkd"]["lr"]   # the rest of the preset
-    assert TrainConfig(method="gkd").resolved().lmbda == PRESETS["gkd"]["lmbda"]
-    assert TrainConfig("gkd", lmbda=1.0).resolved().lmbda == 1.0                    # method positionally
+    assert apply_preset(TrainConfig(method="gkd")).lmbda == PRESETS["gkd"]["lmbda"]
+    assert apply_preset(TrainConfig("gkd", lmbda=1.0)).lmbda == 1.0                    # method positionally
 
 
 @pytest.mark.parametrize("method", sorted(PRESETS))
@@ -23,13 +23,13 @@ def test_every_preset_field_passed_at_its_default_is_kept(method):
         default = getattr(base, key)
         if default is None:         # None means "not set" (the preset fills it): tested below
             continue
-        cfg = TrainConfig(method=method, **{key: default}).resolved()
+        cfg = apply_preset(TrainConfig(method=method, **{key: default}))
         assert getattr(cfg, key) == default, (method, key)
         assert TrainConfig.for_method(method, **{key: default}).__dict__[key] == default
 
 
 def test_none_means_not_set():
-    cfg = TrainConfig(method="grpo", num_generations=None, lr=None).resolved()
+    cfg = apply_preset(TrainConfig(method="grpo", num_generations=None, lr=None))
     assert (cfg.num_generations, cfg.lr) == (PRESETS["grpo"]["num_generations"], PRESETS["grpo"]["lr"])
 
 
@@ -37,18 +37,18 @@ def test_an_assignment_after_construction_counts_as_given():
     cfg = TrainConfig(method="gkd")
     cfg.lmbda = 1.0
     cfg.lr = 1e-5
-    out = cfg.resolved()
+    out = apply_preset(cfg)
     assert (out.lmbda, out.lr, out.beta) == (1.0, 1e-5, PRESETS["gkd"]["beta"])
 
 
 def test_resolution_round_trips_through_dict_copy_and_pickle():
-    cfg = TrainConfig(method="gkd", lmbda=1.0, steps=3).resolved()
+    cfg = apply_preset(TrainConfig(method="gkd", lmbda=1.0, steps=3))
     assert "_explicit" not in cfg.to_dict()                  # config.json holds fields only
     back = TrainConfig.from_dict(cfg.to_dict())
-    assert back == cfg and back.resolved() == cfg            # preset_applied: resolving again changes nothing
+    assert back == cfg and apply_preset(back) == cfg        # applying the preset again changes nothing
     raw = TrainConfig(method="gkd", lmbda=1.0)
     for clone in (copy.deepcopy(raw), pickle.loads(pickle.dumps(raw))):
-        assert clone.resolved().lmbda == 1.0
+        assert apply_preset(clone).lmbda == 1.0
 
 
 def test_resolution_is_pure_complete_and_frozen():
@@ -101,3 +101,21 @@ def test_old_field_names_are_accepted_with_a_deprecation_warning(tmp_path, capsy
     assert (ns.teacher_topk, ns.reward_scale) == (6, 1.25)
     err = capsys.readouterr().err
     assert "--topk is renamed --teacher-topk" in err and "--lmbda-reward is renamed --reward-scale" in err
+
+
+def test_an_older_run_config_with_preset_applied_still_loads(tmp_path):
+    """Run directories written before the config was resolved in one place hold a `preset_applied` key: it is
+    ignored (no error, no field), and the config means what it meant."""
+    import json
+    import warnings
+
+    from workbench.runs import load_config
+
+    old = {**TrainConfig.for_method("gkd", lmbda=1.0, steps=3).to_dict(), "preset_applied": True}
+    assert "preset_applied" not in TrainConfig().to_dict()
+    (tmp_path / "config.json").write_text(json.dumps({"config": old}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")          # no deprecation or other warning for this key
+        cfg = TrainConfig.from_dict(load_config(tmp_path)["config"])
+    assert cfg == TrainConfig.for_method("gkd", lmbda=1.0, steps=3) and apply_preset(cfg) == cfg
+    assert not hasattr(cfg, "preset_applied") and not hasattr(TrainConfig, "resolved")

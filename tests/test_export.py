@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from workbench import losses as L
-from workbench.config import TrainConfig
+from workbench.config import TrainConfig, apply_preset
 from workbench.export import ExportError, export_run
 
 trl = pytest.importorskip("trl", reason="the export extra is not installed: pip install -e '.[export]'")
@@ -272,7 +272,7 @@ def test_every_trainconfig_field_is_classified_for_both_targets(tiny_run, tmp_pa
             assert ex.unclassified == [], (to, loss, ex.unclassified)
     # a setting no rule knows (e.g. a new TrainConfig field) is reported, not dropped
     from workbench import export as E
-    cfg = TrainConfig.from_dict(json.loads((run / "config.json").read_text())["config"]).resolved()
+    cfg = apply_preset(TrainConfig.from_dict(json.loads((run / "config.json").read_text())["config"]))
     ex = E.Export("trl", tmp_path)
     E._leftovers(cfg, ex, handled=set())
     assert "lr" in ex.unclassified and "lr" in ex.unmapped

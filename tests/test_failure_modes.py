@@ -155,6 +155,16 @@ def test_special_token_check_detects_a_teacher_with_another_eos(tok, teacher):
     assert pen["positions"] > 0                      # `good` (EOS bias +30) ends every rollout with EOS
     assert pen["at_token"] < -20 and pen["share_of_loss"] > 0.5
 
+    # the rollout length is the task's (config.generation_length), never a fixed guess; none given is an error
+    from types import SimpleNamespace
+    short = A.special_token_penalty(bad, bad, tok, problems, task=SimpleNamespace(max_new_tokens=3))
+    longer = A.special_token_penalty(bad, bad, tok, problems, task=SimpleNamespace(max_new_tokens=3), max_new_tokens=9)
+    assert 0 < short["tokens"] <= 3 * len(problems) < longer["tokens"] <= 9 * len(problems)
+    with pytest.raises(ValueError, match="pass task="):
+        A.special_token_penalty(good, bad, tok, problems)
+    with pytest.raises(ValueError, match="pass task="):
+        A.estimator_gradients(good, bad, tok, problems, repeats=1, batch_size=2)
+
 
 def test_mask_special_tokens_config_and_trainer(tok, teacher):
     with pytest.raises(ConfigError, match="mask_special_tokens"):

@@ -13,6 +13,7 @@ import torch
 
 from . import losses as L
 from .batching import prompt_batch
+from .config import generation_length
 from .rollout import completion_logits, sample
 
 _ADD_COL = re.compile(r"^(\d)\+(\d)\+(\d)=(\d\d)$")
@@ -57,20 +58,31 @@ def column_steps(task, problem, completion: str) -> list[dict]:
     return out
 
 
+def _rollout_length(task, max_new_tokens: int | None) -> int:
+    """The analyses sample as far as training does: `config.generation_length` (the task's length unless
+    `max_new_tokens` is given). No fixed default: a guess here once cut rollouts short of the task's length."""
+    if task is None and max_new_tokens is None:
+        raise ValueError("pass task= (rollouts as long as the task's max_new_tokens, as in training) or "
+                         "max_new_tokens=")
+    return generation_length(task, max_new_tokens)
+
+
 ESTIMATORS = ("sampled_token", "vopd", "full_kl", "topk")
 EXTRA_ESTIMATORS = ("topk_raw",)    # top-K without renormalisation (Fu et al.'s ablation); ask for it by name
 
 
 def estimator_gradients(student, teacher, tokenizer, problems, *, estimators=ESTIMATORS, repeats: int = 8,
-                        batch_size: int = 16, topk: int = 4, max_new_tokens: int = 64, seed: int = 0) -> dict:
+                        batch_size: int = 16, topk: int = 4, task=None, max_new_tokens: int | None = None,
+                        seed: int = 0) -> dict:
     """Gradient variance of OPD estimators at the current student (parameters are not updated).
 
     Each repeat samples a fresh minibatch of `batch_size` rollouts and computes every estimator's
     gradient on it; per estimator we report the mean squared distance of the minibatch gradients
     from the full-vocabulary reverse-KL gradient averaged over all repeats (the analytic target),
     and the cosine between its mean gradient and that target. Lower variance = fewer samples
-    needed per step for the same signal.
+    needed per step for the same signal. Rollouts are `_rollout_length(task, max_new_tokens)` tokens at most.
     """
+    max_new = _rollout_length(task, max_new_tokens)
     params = [p for p in student.parameters() if p.requires_grad]
     dev = params[0].device
     gen = torch.Generator(device=dev).manual_seed(seed)
@@ -78,7 +90,7 @@ def estimator_gradients(student, teacher, tokenizer, problems, *, estimators=EST
     for rep in range(repeats):
         chunk = [problems[(rep * batch_size + i) % len(problems)] for i in range(batch_size)]
         ids, mask = prompt_batch(tokenizer, chunk, dev)
-        r = sample(student, ids, mask, max_new_tokens=max_new_tokens, eos_token_id=tokenizer.eos_token_id,
+        r = sample(student, ids, mask, max_new_tokens=max_new, eos_token_id=tokenizer.eos_token_id,
                    pad_token_id=tokenizer.pad_token_id, temperature=1.0, generator=gen)
         with torch.no_grad():
             t_logits = completion_logits(teacher, r)
@@ -166,7 +178,7 @@ def teacher_with_swapped_tokens(teacher, a: int, b: int):
 
 @torch.no_grad()
 def special_token_penalty(student, teacher, tokenizer, problems, *, token_id: int | None = None,
-                          max_new_tokens: int = 64, seed: int = 0) -> dict:
+                          task=None, max_new_tokens: int | None = None, seed: int = 0) -> dict:
     """Per-token teacher reward r_t = log q - log p on student rollouts, split at `token_id` (default EOS).
 
     Returns the mean reward at that token's positions and at all other positions (nats), the share of
@@ -174,10 +186,11 @@ def special_token_penalty(student, teacher, tokenizer, problems, *, token_id: in
     loss they carry, and how many positions there were.
     """
     token_id = tokenizer.eos_token_id if token_id is None else token_id
+    max_new = _rollout_length(task, max_new_tokens)
     dev = next(student.parameters()).device
     gen = torch.Generator(device=dev).manual_seed(seed)
     ids, mask = prompt_batch(tokenizer, problems, dev)
-    r = sample(student, ids, mask, max_new_tokens=max_new_tokens, eos_token_id=tokenizer.eos_token_id,
+    r = sample(student, ids, mask, max_new_tokens=max_new, eos_token_id=tokenizer.eos_token_id,
                pad_token_id=tokenizer.pad_token_id, temperature=1.0, generator=gen)
     m = r.completion_mask.bool()
     rew = (L.token_logprobs(completion_logits(teacher, r), r.completion_ids)
@@ -240,7 +253,7 @@ def reward_tails(student, teacher, tokenizer, task, problems, *, seed: int = 0, 
     rews, ent_t, ent_s, kls, n_tok = [], 0.0, 0.0, 0.0, 0
     for i in range(0, len(problems), batch_size):
         ids, mask = prompt_batch(tokenizer, problems[i:i + batch_size], dev, task=task)
-        r = sample(student, ids, mask, max_new_tokens=task.max_new_tokens, eos_token_id=tokenizer.eos_token_id,
+        r = sample(student, ids, mask, max_new_tokens=generation_length(task), eos_token_id=tokenizer.eos_token_id,
                    pad_token_id=tokenizer.pad_token_id, temperature=1.0, generator=gen)
         s_logits, t_logits = completion_logits(student, r), completion_logits(teacher, r)
         m = r.completion_mask

@@ -60,7 +60,7 @@ def _add_config_flags(p: argparse.ArgumentParser, skip=()):
             p.add_argument("--" + old.replace("_", "-"), dest=new, type=base, default=None, action=_RenamedFlag,
                            help=argparse.SUPPRESS)
     for f in dataclasses.fields(TrainConfig):
-        if f.name in skip or f.name == "preset_applied":
+        if f.name in skip:
             continue
         t = hints[f.name]
         args = typing.get_args(t)
@@ -78,7 +78,7 @@ def _add_config_flags(p: argparse.ArgumentParser, skip=()):
 
 
 def _overrides(ns, skip=()) -> dict:
-    names = {f.name for f in dataclasses.fields(TrainConfig)} - set(skip) - {"preset_applied", "method"}
+    names = {f.name for f in dataclasses.fields(TrainConfig)} - set(skip) - {"method"}
     return {k: getattr(ns, k) for k in names if getattr(ns, k, None) is not None}
 
 
@@ -194,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "each method's best")
     c.add_argument("--curves", action="store_true", help="include each run's evaluation curve in its method's row")
     c.add_argument("--json", action="store_true")
-    _add_config_flags(c, skip=("method", "steps", "name", "preset_applied", "seed"))
+    _add_config_flags(c, skip=("method", "steps", "name", "seed"))
     c.set_defaults(func=cmd_compare)
 
     z = sub.add_parser("zoo", help="the shipped toy checkpoints")

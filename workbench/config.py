@@ -25,6 +25,8 @@ from .objectives import SIGNALS, SOURCES  # noqa: F401  (re-exported: the 2x2 ta
 # old field names, accepted with a DeprecationWarning for one release (TrainConfig keyword arguments,
 # TrainConfig.for_method options, config.json of older run directories, CLI flags)
 RENAMED = {"topk": "teacher_topk", "lmbda_reward": "reward_scale"}
+# keys that older run directories' config.json hold and that mean nothing now: ignored when read
+LEGACY_KEYS = frozenset({"preset_applied"})     # the preset is applied by apply_preset, which is idempotent
 
 
 def renamed_fields(options: dict, where: str = "TrainConfig") -> dict:
@@ -128,7 +130,6 @@ class TrainConfig:
     warn_shrink: float = 0.5            # early warning: mean length <= this x the first step's (0: off)
     on_warning: str = "none"            # "none" | "checkpoint" | "stop" when the early warning fires
     name: str | None = None             # label of the run in dashboards and tables
-    preset_applied: bool = False        # set by for_method/resolved: the preset's values are already in
 
     @classmethod
     def for_method(cls, method: str, **overrides) -> "TrainConfig":
@@ -141,25 +142,7 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown config options {unknown}; valid options are {sorted(known)}")
         cfg = replace(cls(method=method), **PRESETS[method])
-        cfg = replace(cfg, **overrides, preset_applied=True)
-        return cfg._fill_defaults()
-
-    def resolved(self) -> "TrainConfig":
-        """Apply the method's preset to a config built directly as TrainConfig(method=...).
-
-        Preset values fill only the fields you did not give: a field passed to the constructor or assigned
-        afterwards is yours, even when it equals the dataclass default (`TrainConfig(method="gkd", lmbda=1.0)`
-        keeps lmbda=1.0); None stays "not set". `dataclasses.replace` builds a new config from every field, so a replaced config
-        counts all of its fields as given: resolve first, or use `TrainConfig.for_method`.
-        """
-        if self.method not in PRESETS:
-            raise ConfigError(f"unknown method {self.method!r}; choose one of {sorted(PRESETS)}")
-        if self.preset_applied:
-            return self._fill_defaults()
-        given = self.explicit_fields()
-        # None is the "not set" value of the fields whose default is None (source, loss, lr, ...): the preset fills it
-        updates = {k: v for k, v in PRESETS[self.method].items() if k not in given or getattr(self, k) is None}
-        return replace(self, **updates, preset_applied=True)._fill_defaults()
+        return replace(cfg, **overrides)._fill_defaults()
 
     def explicit_fields(self) -> frozenset:
         """Names of the fields given to the constructor or assigned since (never a guess from their values)."""
@@ -193,6 +176,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         d = renamed_fields(d, "config")          # config.json of a run written before the renames
+        d = {k: v for k, v in d.items() if k not in LEGACY_KEYS}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -219,6 +203,25 @@ TrainConfig.__init__ = _init_recording_explicit
 
 class ConfigError(ValueError):
     """A configuration that cannot run; raised before any compute."""
+
+
+def apply_preset(cfg: TrainConfig) -> TrainConfig:
+    """`cfg` with its method's preset filled in (a new config; `cfg` is not changed). Called by
+    `trainer.resolve_config`, the one place a run's config is completed.
+
+    Preset values fill only the fields you did not give: a field passed to the constructor or assigned
+    afterwards is yours, even when it equals the dataclass default (`TrainConfig(method="gkd", lmbda=1.0)`
+    keeps lmbda=1.0); None means "not set" and is filled. Idempotent: a config whose preset is applied
+    (from `TrainConfig.for_method`, or a run's config.json) has every field given, so applying again
+    changes nothing. `dataclasses.replace` builds a new config from every field, so a replaced config
+    counts all of its fields as given: apply first, or use `TrainConfig.for_method`.
+    """
+    if cfg.method not in PRESETS:
+        raise ConfigError(f"unknown method {cfg.method!r}; choose one of {sorted(PRESETS)}")
+    given = cfg.explicit_fields()
+    # None is the "not set" value of the fields whose default is None (source, loss, lr, ...): the preset fills it
+    updates = {k: v for k, v in PRESETS[cfg.method].items() if k not in given or getattr(cfg, k) is None}
+    return replace(cfg, **updates)._fill_defaults()
 
 
 def generation_length(task, requested: int | None = None) -> int:

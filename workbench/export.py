@@ -37,7 +37,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from . import zoo
-from .config import ConfigError, TrainConfig
+from .config import ConfigError, TrainConfig, apply_preset
 from .hub import chat_prompt_ids, load_tokenizer
 from .runs import load_config
 from .tasks import get_task
@@ -47,7 +47,7 @@ TARGETS = ("trl", "verl")
 
 # workbench bookkeeping: how this machine runs and watches a run, not what is trained
 RUN_LOCAL = frozenset({
-    "method", "source", "signal", "name", "preset_applied", "device", "out", "overwrite", "save_every",
+    "method", "source", "signal", "name", "device", "out", "overwrite", "save_every",
     "eval_every", "eval_problems", "eval_split", "eval_sampled", "num_samples", "student_samples_every", "max_nonfinite",
     "warn_truncation", "warn_repetition", "warn_rise", "warn_window", "warn_shrink", "on_warning",
 })
@@ -141,7 +141,7 @@ def _check(cfg: TrainConfig) -> None:
 
 def _load(run_dir) -> TrainConfig:
     raw = load_config(run_dir)
-    return TrainConfig.from_dict(raw.get("config", raw)).resolved()
+    return apply_preset(TrainConfig.from_dict(raw.get("config", raw)))
 
 
 def _inert(cfg: TrainConfig, name: str) -> bool:

@@ -46,7 +46,7 @@ from . import objectives, pairs
 from . import zoo
 from .adapters import reference_policy
 from .batching import decode_completions, forced_rollout, prompt_batch
-from .config import ConfigError, TrainConfig, generation_length, validate
+from .config import ConfigError, TrainConfig, apply_preset, generation_length, validate
 from .costs import CostMeter
 from .evaluation import evaluate
 from .losses import TEACHER_LOGIT_FLOOR
@@ -83,9 +83,10 @@ class RunDirWriter:
 
 
 def _task_for(cfg: TrainConfig, task=None):
-    """The task object a config trains on (a JSONL file's problems when `cfg.data`); checks the eval split."""
-    cfg = cfg.resolved()
-    validate(cfg)                                # a bad config fails before a data file is read
+    """The task object a config trains on (a JSONL file's problems when `cfg.data`); checks the eval split.
+    The config is checked with its preset (a bad config fails before a data file is read); `resolve_config`
+    decides the run's config."""
+    validate(apply_preset(cfg))
     task_obj = get_task(task if task is not None else cfg.task)
     if cfg.data:
         task_obj = JsonlProblems(cfg.data, base=task_obj)     # bad rows fail here, naming file and line
@@ -102,7 +103,7 @@ def resolve_config(cfg: TrainConfig, task, *, teacher_given: bool = False, stude
     name), the generation length decided (`config.generation_length`, at least the task's longest
     reference solution + EOS). Pure: `cfg` is not changed; the result is frozen.
     """
-    cfg = cfg.resolved()
+    cfg = apply_preset(cfg)
     validate(cfg)
     t_name, s_name = cfg.teacher, cfg.student
     if (t_name is None and not teacher_given) or (s_name is None and not student_given):
