@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as _dt
-import functools
 import io
 import os
 import platform
@@ -307,74 +306,17 @@ def time_parts(model, ids, mask, max_new_tokens, eos, pad, temperature, repeats)
         in isolation (`attention_kernel_rate`, same rows and mean context) + the prefill outside its
         matmuls + sampling and bookkeeping, i.e. every measured part at its best and the decode step's
         remaining elementwise work and Python free; `budget_ratio_vs_generate` = generate's time / that."""
-    from workbench import ckernels, fast_rollout as fr
-    rec = {}
-    orig_lin, orig_c, orig_t, orig_pre, orig_load = fr._lin, fr._decode_c, fr._decode, fr._prefill, ckernels.load
-
-    def timed(key, fn):
-        def run(*a, **k):
-            t = time.perf_counter()
-            out = fn(*a, **k)
-            rec[key] += time.perf_counter() - t
-            return out
-        return run
-
-    def lin(x, wt, b):
-        t = time.perf_counter()
-        out = orig_lin(x, wt, b)
-        dt = time.perf_counter() - t
-        rec["mm"] += dt
-        rec["mm_prefill"] += dt if rec["in_prefill"] else 0.0
-        return out
-
-    def prefill(*a, **k):
-        rec["in_prefill"] = True
-        try:
-            return timed("prefill", orig_pre)(*a, **k)
-        finally:
-            rec["in_prefill"] = False
-
-    def count(pl, tok, slot, Ks):
-        b = tok.shape[0]
-        rec["kv_bytes"] += 2 * b * (slot + 1) * pl.Hkv * pl.D * Ks[0].element_size() * pl.n_layers
-        rec["cache_bytes"] = max(rec["cache_bytes"], 2 * sum(k.numel() * k.element_size() for k in Ks))
-        rec["row_ctx"] += b * (slot + 1)
-        rec["row_steps"] += b
-        rec["rows"] = max(rec["rows"], b)
-        rec["dims"] = (pl.H, pl.Hkv, pl.D, pl.n_layers)
-
-    def dec_c(pl, tok, pos, slot, Ks, Vs, mask_add):
-        count(pl, tok, slot, Ks)
-        rec["c"] = True
-        return timed("decode", orig_c)(pl, tok, pos, slot, Ks, Vs, mask_add)
-
-    def dec_t(pl, tok, pos, slot, Ks, Vs, mask_add, attention):
-        count(pl, tok, slot, Ks)          # the torch path: its attention ops are not timed apart
-        return timed("decode", orig_t)(pl, tok, pos, slot, Ks, Vs, mask_add, attention)
-
-    class TimedLib:
-        def __init__(self, lib):
-            self._lib = lib
-
-        def __getattr__(self, name):
-            fn = getattr(self._lib, name)
-            return timed("attn", fn) if name == "attn_decode" else fn
-
+    from workbench import fast_rollout as fr
     rows = []
-    try:
-        fr._lin, fr._decode_c, fr._decode, fr._prefill = lin, dec_c, dec_t, prefill
-        lib = orig_load()
-        ckernels.load = (lambda: TimedLib(lib)) if lib is not None else orig_load
+    with fr.profiled() as rec:                            # the engine's own instrumentation (public)
+        fresh = dict(rec)
         for rep in range(repeats):
-            rec.update(mm=0.0, mm_prefill=0.0, attn=0.0, prefill=0.0, decode=0.0, kv_bytes=0, cache_bytes=0,
-                       row_ctx=0, row_steps=0, rows=0, dims=None, c=False, in_prefill=False)
+            rec.update(fresh)
             g = torch.Generator().manual_seed(1000 + rep)
             t = time.perf_counter()
             fr.fast_sample(model, ids, mask, max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=pad,
                            temperature=temperature, generator=g)
             rows.append(dict(rec, total=time.perf_counter() - t))
-    finally:
-        fr._lin, fr._decode_c, fr._decode, fr._prefill, ckernels.load = orig_lin, orig_c, orig_t, orig_pre, orig_load
     rate = kv_read_rate(rows[0]["cache_bytes"])
     med = lambda k: statistics.median(r[k] for r in rows)          # noqa: E731
     kv = rows[0]["kv_bytes"]
@@ -397,19 +339,6 @@ def time_parts(model, ids, mask, max_new_tokens, eos, pad, temperature, repeats)
 # ---------------------------------------------------------------------------------------------------
 # training step: generate / teacher / update, per method; rollout engine "auto" vs "hf" (before/after)
 # ---------------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def rollout_engine(engine: str):
-    """Make the trainer (and evaluation) sample with `engine` ("auto" | "fast" | "hf") inside the block."""
-    from workbench import evaluation, trainer
-    saved = (trainer.sample, evaluation.sample)
-    fn = functools.partial(R.sample, engine=engine)
-    trainer.sample = evaluation.sample = fn
-    try:
-        yield
-    finally:
-        trainer.sample, evaluation.sample = saved
-
-
 def bench_step(methods, repeats: int, dev, peak: float | None, engines=("auto", "hf"), batch_size=None,
                max_new_tokens=None, teacher=None, student=None) -> list[dict]:
     from workbench.config import TrainConfig
@@ -432,7 +361,7 @@ def bench_step(methods, repeats: int, dev, peak: float | None, engines=("auto", 
             for e in order:
                 tr = trainers[e]
                 flops0 = tr.costs.flops
-                with rollout_engine(e):
+                with R.use_engine(e):
                     _sync(dev)
                     rec = tr.step()
                     _sync(dev)
@@ -624,7 +553,7 @@ def exactness_rows(model, tok, task_name: str, label: str, dev, batch_size: int 
     for name, kw in variants.items():
         c, lp = fast_rollout.fast_sample(model, ids, mask, max_new_tokens=new, eos_token_id=eos, pad_token_id=pad,
                                          temperature=0.0, **kw)
-        r = R._to_rollout(ids, mask, c, lp, eos)
+        r = R.to_rollout(ids, mask, c, lp, eos)
         w = min(c.shape[1], gen.shape[1])
         same_rows = ((c[:, :w] == gen[:, :w]).all(-1) & torch.tensor(c.shape[1] == gen.shape[1], device=dev))
         with torch.no_grad():
@@ -660,7 +589,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(ns) -> int:
     """Run the benchmarks `ns` (parsed by `build_parser`, or any object with the same attributes) asks for."""
-    from workbench.cli import _emit
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from transformers.utils import logging as hf_logging
     hf_logging.set_verbosity_error()
@@ -705,7 +633,6 @@ def main(ns) -> int:
             emit(row)
             summary[f"rollout_ratio_vs_generate_student_b{max(batches)}"] = row.get("ratio_vs_generate")
     if what in ("teacher", "all") and model_name not in SYNTHETIC:
-        from workbench import zoo
         st_name = DEFAULT_STUDENT if model_name == DEFAULT_MODEL else model_name
         st, _, _ = load_model(st_name, dev)
         from workbench.tasks import get_task

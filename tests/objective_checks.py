@@ -26,7 +26,7 @@ import torch
 from workbench.batching import decode_completions, prompt_batch
 from workbench.config import TrainConfig
 from workbench.models import build_model
-from workbench.rollout import _to_rollout, completion_logits, positions_from_mask
+from workbench.rollout import to_rollout, completion_logits, positions_from_mask
 from workbench.tasks import Addition, Verdict
 from workbench.tokenizer import build_tokenizer
 from workbench.trainer import Trainer
@@ -166,7 +166,7 @@ def check_mask_respected(method):
             end = 1 + b % (N - 2)
             comp[b, end] = tok.eos_token_id
             comp[b, end + 1:] = tok.pad_token_id if filler == "pad" else t7
-        rr = _to_rollout(r.prompt_ids, r.prompt_mask, comp, torch.zeros(B, N), tok.eos_token_id,
+        rr = to_rollout(r.prompt_ids, r.prompt_mask, comp, torch.zeros(B, N), tok.eos_token_id,
                          None if r.sampler_logprobs is None else torch.zeros(B, N))
         assert (rr.completion_mask.sum(-1) < N).all()
         tr._batch = lambda k, rr=rr: (unique, problems, rr, on_policy)

@@ -1,5 +1,10 @@
-"""benchmarks.bench's time decomposition of a rollout call: its byte count against a brute-force sum, the
-instrumentation removed afterwards, and the report table built from it. No timing assertions."""
+"""benchmarks.bench's time decomposition of a rollout call (the engine's public `fast_rollout.profiled`): its
+byte count against a brute-force sum, the instrumentation removed afterwards, the profiled call's output equal
+to an unprofiled one, and the report table built from it. No timing assertions."""
+import inspect
+
+import torch
+
 from benchmarks import bench
 from workbench import ckernels
 from workbench import fast_rollout as fr
@@ -18,9 +23,9 @@ def test_time_parts_counts_the_kv_bytes_decode_attention_reads():
     ids, mask = pad_prompts(prompts, PAD)
     B, P = ids.shape
     N = 6
-    before = (fr._lin, fr._decode_c, fr._decode, fr._prefill, ckernels.load)
+    before = (fr._lin, fr._decode_c, fr._decode, fr._prefill, fr._kernels, ckernels.load)
     parts = bench.time_parts(model, ids, mask, N, NO_EOS, PAD, 1.0, repeats=2)
-    assert (fr._lin, fr._decode_c, fr._decode, fr._prefill, ckernels.load) == before    # instrumentation undone
+    assert (fr._lin, fr._decode_c, fr._decode, fr._prefill, fr._kernels, ckernels.load) == before   # undone
     cfg = model.config
     kvw = cfg.num_key_value_heads * (cfg.hidden_size // cfg.num_attention_heads)
     # brute force: decode step t (t = 0 .. N-2) writes slot P + t and reads slots 0 .. P + t, K and V,
@@ -80,3 +85,17 @@ def test_report_has_the_budget_table():
     line = [ln for ln in bench.report([row]).splitlines() if ln.startswith("| m | 4 | 0.200 |")]
     # decode's other work = decode 0.35 - decode matmuls (0.2 - 0.05) - attention 0.15 = 0.05
     assert line and "2.00 / 20.0 (40) = 0.100" in line[0] and "| 0.050 | 0.400 | 1.000 | **2.50** |" in line[0]
+
+
+def test_profiling_changes_nothing_the_engine_returns_and_the_benchmark_patches_nothing():
+    tok = build_tokenizer(get_task("addition").charset)
+    model = build_model("tiny-student", tok, "llama", seed=1).eval()
+    ids, mask = pad_prompts([[1, 5, 6], [1, 7]], PAD)
+    kw = dict(max_new_tokens=5, eos_token_id=NO_EOS, pad_token_id=PAD, temperature=1.0)
+    plain = fr.fast_sample(model, ids, mask, generator=torch.Generator().manual_seed(3), **kw)
+    with fr.profiled() as rec:
+        timed = fr.fast_sample(model, ids, mask, generator=torch.Generator().manual_seed(3), **kw)
+    assert all(torch.equal(a, b) for a, b in zip(plain, timed)) and rec["decode"] > 0 and rec["mm"] > 0
+    # benchmarks call public APIs only: no assignment to a workbench module's attributes
+    src = inspect.getsource(bench)
+    assert "setattr(" not in src and not any(f"{m}._" in src for m in ("fr", "R", "trainer", "evaluation", "ckernels"))

@@ -13,7 +13,7 @@ from workbench.config import ConfigError, TrainConfig, validate
 from workbench.experiments import held_out
 from workbench.metrics import LengthAlarm, advantage_by_repetition, repeated_token_mask, repetition_rate
 from workbench.models import build_model
-from workbench.rollout import _to_rollout
+from workbench.rollout import to_rollout
 from workbench.tasks import get_task
 from workbench.trainer import Trainer
 
@@ -38,7 +38,7 @@ def test_repetition_rate_on_constructed_completions():
 def test_truncated_flag_from_constructed_ids():
     eos = 2
     completion = torch.tensor([[5, 6, eos, 0], [5, 6, 7, 8], [eos, 0, 0, 0]])
-    r = _to_rollout(torch.ones(3, 2, dtype=torch.long), torch.ones(3, 2), completion, torch.zeros(3, 4), eos)
+    r = to_rollout(torch.ones(3, 2, dtype=torch.long), torch.ones(3, 2), completion, torch.zeros(3, 4), eos)
     assert r.truncated.tolist() == [False, True, False]
     assert r.lengths.tolist() == [3, 4, 1]
     assert r.truncated.float().mean().item() == pytest.approx(1 / 3)

@@ -19,7 +19,7 @@ from workbench import zoo
 from workbench.batching import prompt_batch
 from workbench.models import build_model
 from workbench.pairs import load_checkpoint
-from workbench.rollout import _to_rollout, pad_prompts, positions_from_mask, sample, sequence_logprobs
+from workbench.rollout import to_rollout, pad_prompts, positions_from_mask, sample, sequence_logprobs
 from workbench.tasks import get_task
 from workbench.tokenizer import build_tokenizer
 
@@ -74,7 +74,7 @@ def _generate(model, ids, mask, max_new):
 def _fast(model, ids, mask, max_new, temperature=0.0, generator=None, **kw):
     c, lp = fr.fast_sample(model, ids, mask, max_new_tokens=max_new, eos_token_id=EOS, pad_token_id=PAD,
                            temperature=temperature, generator=generator, **kw)
-    return _to_rollout(ids, mask, c, lp, EOS)
+    return to_rollout(ids, mask, c, lp, EOS)
 
 
 def _check_consistency(r, max_new):

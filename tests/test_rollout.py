@@ -313,3 +313,30 @@ def test_pad_prompts_and_positions():
     assert mask.tolist() == [[1, 1, 1], [0, 0, 1], [0, 1, 1]]
     assert ids.dtype == mask.dtype == torch.long
     assert positions_from_mask(mask).tolist() == [[0, 1, 2], [0, 0, 0], [0, 0, 1]]
+
+
+def test_use_engine_switches_what_auto_means(tok, monkeypatch):
+    """rollout.use_engine: the public switch the benchmarks compare the engines with (no patching of the
+    trainer's imports). Inside use_engine("hf"), engine="auto" calls never reach the fast engine; outside
+    they do (a supported model); an explicit engine= is not overridden; the old meaning comes back."""
+    from workbench import fast_rollout, rollout
+    model = build_model("nano", tok, "llama", seed=0)
+    task = get_task("addition")
+    ids, mask = prompt_batch(tok, task.problems(3, seed=0), "cpu")
+    calls = []
+    real = fast_rollout.fast_sample
+    monkeypatch.setattr(fast_rollout, "fast_sample", lambda *a, **k: calls.append(1) or real(*a, **k))
+    kw = dict(max_new_tokens=4, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, temperature=0.0)
+    auto = sample(model, ids, mask, **kw)
+    assert calls == [1]
+    with rollout.use_engine("hf"):
+        hf = sample(model, ids, mask, **kw)
+        assert calls == [1]                         # "auto" meant "hf" here
+        sample(model, ids, mask, engine="fast", **kw)
+        assert calls == [1, 1]                      # an explicit engine wins
+    assert torch.equal(hf.completion_ids, auto.completion_ids)    # greedy: both engines agree exactly on CPU
+    sample(model, ids, mask, **kw)
+    assert calls == [1, 1, 1]
+    with pytest.raises(ValueError, match="engine must be one of"):
+        with rollout.use_engine("vllm"):
+            pass

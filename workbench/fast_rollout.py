@@ -38,12 +38,17 @@ match the model's exact distribution. Speed: `python -m benchmarks rollout` (doc
 """
 from __future__ import annotations
 
+import contextlib
+import time
+
 import torch
 import torch.nn.functional as F
 
 from . import ckernels
 from .adapters import is_peft
 from .sampling import pick, positions_from_mask
+
+_kernels = ckernels.load      # the compiled kernels `_decode_c` calls (`profiled` times their attention calls)
 
 SUPPORTED_TYPES = ("llama", "qwen2")
 SUPPORTED_CLASSES = ("LlamaForCausalLM", "Qwen2ForCausalLM")
@@ -409,7 +414,7 @@ def _decode_c(pl: _Plan, tok, pos, slot: int, Ks, Vs, mask_add):
 
     The kernels are called directly (no argument checks: every tensor here is a contiguous float32 CPU
     tensor made by this function or by `_sample_rows`; `ckernels`' public wrappers check the same calls)."""
-    lib = ckernels.load()
+    lib = _kernels()
     D, H, Hkv = pl.D, pl.H, pl.Hkv
     B = tok.shape[0]
     d = pl.embed.shape[1]
@@ -692,3 +697,82 @@ class _CudaGraphStep:
                     self.out = self._body()
         self.graph.replay()
         return self.out.clone()
+
+
+# --------------------------------------------------------------------------------------------
+# profiling: where a call spends its time (python -m benchmarks rollout; not used by training)
+# --------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def profiled():
+    """Time the parts of every `fast_sample` call inside the block; yields a dict the calls add to.
+
+    Keys: `mm` (seconds inside every projection matmul, prefill and decode), `mm_prefill` (those of the
+    prefill), `attn` (the compiled decode-attention kernel's calls; 0 on the torch path), `prefill`, `decode`
+    (whole decode steps), `kv_bytes` (K and V bytes decode attention had to read), `cache_bytes` (the largest
+    KV cache), `row_ctx` / `row_steps` (sum over decode steps of rows x context, and of rows: their ratio is
+    the mean context), `rows` (most rows in one step), `dims` ((H, Hkv, D, layers)), `c` (whether the compiled
+    kernels ran). Reset the dict's values between calls to time them one by one. The instrumentation costs a
+    few perf_counter calls per matmul: time the engine itself outside this block.
+    """
+    global _lin, _decode_c, _decode, _prefill, _kernels
+    rec = dict(mm=0.0, mm_prefill=0.0, attn=0.0, prefill=0.0, decode=0.0, kv_bytes=0, cache_bytes=0, row_ctx=0,
+               row_steps=0, rows=0, dims=None, c=False, in_prefill=False)
+    orig = (_lin, _decode_c, _decode, _prefill, _kernels)
+    o_lin, o_dec_c, o_dec, o_pre, o_kernels = orig
+
+    def timed(key, fn):
+        def run(*a, **k):
+            t = time.perf_counter()
+            out = fn(*a, **k)
+            rec[key] += time.perf_counter() - t
+            return out
+        return run
+
+    def lin(x, wt, b):
+        t = time.perf_counter()
+        out = o_lin(x, wt, b)
+        dt = time.perf_counter() - t
+        rec["mm"] += dt
+        rec["mm_prefill"] += dt if rec["in_prefill"] else 0.0
+        return out
+
+    def prefill(*a, **k):
+        rec["in_prefill"] = True
+        try:
+            return timed("prefill", o_pre)(*a, **k)
+        finally:
+            rec["in_prefill"] = False
+
+    def count(pl, tok, slot, Ks):
+        b = tok.shape[0]
+        rec["kv_bytes"] += 2 * b * (slot + 1) * pl.Hkv * pl.D * Ks[0].element_size() * pl.n_layers
+        rec["cache_bytes"] = max(rec["cache_bytes"], 2 * sum(k.numel() * k.element_size() for k in Ks))
+        rec["row_ctx"] += b * (slot + 1)
+        rec["row_steps"] += b
+        rec["rows"] = max(rec["rows"], b)
+        rec["dims"] = (pl.H, pl.Hkv, pl.D, pl.n_layers)
+
+    def dec_c(pl, tok, pos, slot, Ks, Vs, mask_add):
+        count(pl, tok, slot, Ks)
+        rec["c"] = True
+        return timed("decode", o_dec_c)(pl, tok, pos, slot, Ks, Vs, mask_add)
+
+    def dec(pl, tok, pos, slot, Ks, Vs, mask_add, attention):
+        count(pl, tok, slot, Ks)          # the torch path: its attention ops are not timed apart
+        return timed("decode", o_dec)(pl, tok, pos, slot, Ks, Vs, mask_add, attention)
+
+    class TimedLib:
+        def __init__(self, lib):
+            self._lib = lib
+
+        def __getattr__(self, name):
+            fn = getattr(self._lib, name)
+            return timed("attn", fn) if name == "attn_decode" else fn
+
+    lib = o_kernels()
+    try:
+        _lin, _decode_c, _decode, _prefill = lin, dec_c, dec, prefill
+        _kernels = (lambda: TimedLib(lib)) if lib is not None else o_kernels
+        yield rec
+    finally:
+        _lin, _decode_c, _decode, _prefill, _kernels = orig

@@ -27,6 +27,7 @@ tempered sampler visits.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, fields
 
 import torch
@@ -85,6 +86,22 @@ def pad_prompts(prompts: list[list[int]], pad_id: int, device=None) -> tuple[tor
 
 
 ENGINES = ("auto", "fast", "hf")
+_auto = "auto"          # what engine="auto" means; `use_engine` changes it inside a block
+
+
+@contextlib.contextmanager
+def use_engine(engine: str):
+    """Inside the block, every `sample(..., engine="auto")` call (the trainer's, evaluation's, the analyses')
+    uses `engine` instead: "fast", "hf" or "auto". The switch for comparing the two engines on the same
+    training code (`python -m benchmarks step`); an explicit engine= argument is not overridden."""
+    global _auto
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    saved, _auto = _auto, engine
+    try:
+        yield
+    finally:
+        _auto = saved
 
 
 @torch.no_grad()
@@ -107,6 +124,8 @@ def sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_ne
         raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if engine == "auto":
+        engine = _auto          # "auto" unless inside `use_engine(...)`
     if engine == "auto" and prompt_ids.device.type not in ("cpu", "cuda"):
         engine = "hf"
     if engine != "hf":
@@ -123,7 +142,7 @@ def sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_ne
                     generator=generator, return_sampler_logprobs=True)
             finally:
                 model.train(was_training)
-            return _to_rollout(prompt_ids, prompt_mask, completion, logprobs, eos_token_id,
+            return to_rollout(prompt_ids, prompt_mask, completion, logprobs, eos_token_id,
                                sampler_lp if temperature > 0 else None)
     was_training = model.training
     model.eval()
@@ -153,11 +172,11 @@ def sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_ne
         next_pos = next_pos + 1
         logits = out.logits[:, -1, :].float()
     model.train(was_training)
-    return _to_rollout(prompt_ids, prompt_mask, torch.stack(tokens, dim=1), torch.stack(logps, dim=1), eos_token_id,
+    return to_rollout(prompt_ids, prompt_mask, torch.stack(tokens, dim=1), torch.stack(logps, dim=1), eos_token_id,
                        torch.stack(sampler_logps, dim=1) if temperature > 0 else None)
 
 
-def _to_rollout(prompt_ids, prompt_mask, completion, logprobs, eos_token_id, sampler_logprobs=None) -> Rollout:
+def to_rollout(prompt_ids, prompt_mask, completion, logprobs, eos_token_id, sampler_logprobs=None) -> Rollout:
     """Masks, lengths and the truncated flag from sampled ids (pad after each row's EOS)."""
     dev = completion.device
     is_eos = completion == eos_token_id
