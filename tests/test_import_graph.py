@@ -1,10 +1,11 @@
 """The library's import graph, read from its own source (no import is executed).
 
-Three rules (docs/architecture.md): no import circles inside `workbench/`; the library never
+Four rules (docs/architecture.md): no import circles inside `workbench/`; the library never
 imports Jupyter, widgets, plotly or the benchmarks; an import inside a function only for a
-dependency listed in OPTIONAL below, marked `# optional-import: <why>` on its line. The checker
-is first run on a small package with exactly one of each fault, so a checker that sees nothing
-cannot pass.
+dependency listed in OPTIONAL below, marked `# optional-import: <why>` on its line; and every
+module sits in one of the layers of LAYERS, importing only from its own layer or the ones below.
+The checker is first run on a small package with exactly one of each fault, so a checker that
+sees nothing cannot pass.
 """
 from __future__ import annotations
 
@@ -20,6 +21,17 @@ OPTIONAL = {
     "wandb": "the export extra; only WandbWatcher needs it",
     "yaml": "only the TRL export writes YAML",
     "pandas": "costs about a second to import; only table views and parquet files need it",
+}
+# the layers of docs/architecture.md, bottom up; a module imports only from its own layer or lower ones
+LAYERS = {
+    "engine": ("ckernels", "sampling", "fast_rollout", "rollout"),
+    "core": ("config", "objectives", "losses", "tokenizer", "tasks", "tasks.base", "tasks.arithmetic",
+             "tasks.gsm8k", "tasks.jsonl", "models", "batching", "evaluation", "costs", "metrics", "runs",
+             "student_samples"),
+    "real models": ("hub", "adapters", "compat", "pairs", "standins", "zoo", "memory"),
+    "training": ("trainer", "loggers"),
+    "lab": ("", "__main__", "experiments", "analysis", "claims", "compare", "plateau", "runaway", "zoo_build", "cli",
+            "export", "real", "memcheck", "hf"),
 }
 FORBIDDEN = ("widgets", "ipywidgets", "plotly", "IPython", "ipykernel", "jupyter", "nbformat", "papermill",
              "benchmarks")
@@ -103,6 +115,19 @@ def cycles(modules, edges) -> list[list[str]]:
     return found
 
 
+def layer_problems(pkg_root: Path, layers: dict) -> list[str]:
+    """Modules in no layer, and imports that point up to a higher layer."""
+    g = import_graph(pkg_root)
+    short = lambda m: m[len(pkg_root.name) + 1:] if m != pkg_root.name else ""     # noqa: E731
+    rank = {f"{pkg_root.name}.{m}" if m else pkg_root.name: (i, name)
+            for i, (name, mods) in enumerate(layers.items()) for m in mods}
+    out = [f"{short(m) or pkg_root.name} is in no layer" for m in sorted(g["modules"]) if m not in rank]
+    for a, b in sorted(g["edges"]):
+        if a in rank and b in rank and rank[b][0] > rank[a][0]:
+            out.append(f"{short(a)} ({rank[a][1]}) imports {short(b)} ({rank[b][1]}): a layer above it")
+    return out
+
+
 def problems(pkg_root: Path) -> list[str]:
     g = import_graph(pkg_root)
     out = [f"import circle: {' <-> '.join(c)}" for c in cycles(g["modules"], g["edges"])]
@@ -137,6 +162,22 @@ def test_the_checker_sees_a_circle_a_widget_and_a_function_level_import(tmp_path
 
 def test_workbench_has_no_circles_no_jupyter_and_only_optional_function_level_imports():
     found = problems(ROOT / "workbench")
+    assert not found, "\n".join(found)
+
+
+def test_the_layer_checker_sees_an_upward_import_and_an_unplaced_module(tmp_path):
+    pkg = tmp_path / "toy"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "low.py").write_text("from . import high\n")
+    (pkg / "high.py").write_text("from . import low\n")
+    (pkg / "stray.py").write_text("")
+    found = layer_problems(pkg, {"bottom": ("low",), "top": ("", "high")})
+    assert found == ["stray is in no layer", "low (bottom) imports high (top): a layer above it"], found
+
+
+def test_workbench_imports_only_from_its_own_layer_or_below():
+    found = layer_problems(ROOT / "workbench", LAYERS)
     assert not found, "\n".join(found)
 
 

@@ -14,6 +14,7 @@ import torch
 
 from .config import ConfigError
 from .models import count_params
+from .sampling import is_peft  # noqa: F401  (public here too: the engine, below this module, needs it)
 
 def enable_gradient_checkpointing(model) -> None:
     """Recompute each block's activations in the backward pass (non-reentrant checkpointing)."""
@@ -23,10 +24,6 @@ def enable_gradient_checkpointing(model) -> None:
     else:
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     base.config.use_cache = False     # generation passes use_cache=True explicitly
-
-
-def is_peft(model) -> bool:
-    return hasattr(model, "peft_config") and hasattr(model, "disable_adapter")
 
 
 @dataclass

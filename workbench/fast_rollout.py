@@ -45,8 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from . import ckernels
-from .adapters import is_peft
-from .sampling import pick, positions_from_mask
+from .sampling import is_peft, pick, positions_from_mask
 
 _kernels = ckernels.load      # the compiled kernels `_decode_c` calls (`profiled` times their attention calls)
 

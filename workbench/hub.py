@@ -1,7 +1,8 @@
 """Hugging Face checkpoints by hub id or local path: configs, tokenizers, chat prompts, one model on one device.
 
-The lowest layer of the real-model side: tasks (`tasks.gsm8k`) render chat prompts with
-`chat_prompt_ids`, `compat` reads configs and tokenizers, `pairs` loads models.
+The lowest layer of the real-model side: `compat` reads configs and tokenizers, `pairs` loads models.
+`chat_prompt_ids` (tasks render chat prompts with it) lives in `tokenizer`, below the tasks; it is
+importable from here too.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from transformers.utils import logging as hf_logging
 
 from .config import ConfigError
 from .models import pick_device, pick_dtype
+from .tokenizer import chat_prompt_ids  # noqa: F401  (public here too: the real-model API)
 
 # --------------------------------------------------------------------------------------------
 
@@ -58,21 +60,6 @@ def load_tokenizer(name_or_path):
     if tok.pad_token_id is None and tok.eos_token is not None:
         tok.pad_token = tok.eos_token
     return tok
-
-
-def chat_prompt_ids(tokenizer, user: str, system: str | None = None) -> list[int]:
-    """Ids of a one-turn chat prompt ending in the assistant's generation prompt.
-
-    With a chat template: the rendered template, tokenized without adding specials again
-    (templates write their own BOS). Without one: the plain text and a newline, with the
-    tokenizer's usual specials (e.g. BOS).
-    """
-    if getattr(tokenizer, "chat_template", None):
-        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-    text = f"{system}\n\n{user}\n" if system else f"{user}\n"
-    return list(tokenizer(text, add_special_tokens=True)["input_ids"])
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,7 +11,12 @@ import inspect
 import torch
 import torch.nn.functional as F
 
-from .adapters import is_peft
+
+
+def is_peft(model) -> bool:
+    """A peft-wrapped model (LoRA adapters): both samplers look through the wrapper. Here, not in `adapters`,
+    so the engine needs nothing above it."""
+    return hasattr(model, "peft_config") and hasattr(model, "disable_adapter")
 
 
 def cache_kwarg(model) -> str:

@@ -72,3 +72,18 @@ def vocab_mismatch(tok_a, tok_b) -> str | None:
         if a != b:
             problems.append(f"{name} differs ({a} vs {b})")
     return "; ".join(problems) or None
+
+
+def chat_prompt_ids(tokenizer, user: str, system: str | None = None) -> list[int]:
+    """Ids of a one-turn chat prompt ending in the assistant's generation prompt.
+
+    With a chat template: the rendered template, tokenized without adding specials again
+    (templates write their own BOS). Without one: the plain text and a newline, with the
+    tokenizer's usual specials (e.g. BOS).
+    """
+    if getattr(tokenizer, "chat_template", None):
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    text = f"{system}\n\n{user}\n" if system else f"{user}\n"
+    return list(tokenizer(text, add_special_tokens=True)["input_ids"])

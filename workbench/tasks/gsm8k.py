@@ -27,7 +27,7 @@ import re
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
-from ..hub import chat_prompt_ids
+from ..tokenizer import chat_prompt_ids
 from .base import Problem, Task
 
 SAMPLE_PATH = Path(__file__).resolve().parents[2] / "data" / "gsm8k_sample.jsonl"
