@@ -24,7 +24,7 @@
 # printed as a claim below is measured in this run; where a phenomenon did not appear, the claim says so.
 
 # %% tags=["parameters"]
-size: str = "full"          # "smoke": a few steps (seconds, used by the tests); "full": the teaching size (~2 minutes on 2 CPU cores)
+size: str = "full"          # "smoke": a few steps (seconds, used by the tests); "full": the teaching size (minutes on 2 CPU cores; not yet timed since the split)
 run_dir: str = "../runs/notebooks/07_estimator_variance"   # where the dashboard HTML and results.json are written
 mode: str = "live"          # "live": the dashboard redraws while training; "static": final figures only (headless runs)
 device: str = "auto"        # "auto": CUDA when present, else CPU; or "cpu" / "cuda"
