@@ -502,10 +502,14 @@ BAD_INPUTS = [
     ("device not available", _t(device=no_cuda), ValueError, rf"device '{no_cuda}' requested but .* not available",
      False),
     ("device not a device", _t(device="tpu7"), ConfigError, r"device 'tpu7' is not a device name", False),
+    # the compatibility module's refusals (compat.check_pair, the same for the CLI and Python), with their fix,
+    # before any weights load
     ("teacher vocabulary differs", _paths(teacher="other_vocab"), ConfigError,
-     r"tokenizers differ: vocabularies differ .*only in first: \['\*'\]", True),
+     r"tokenizers differ \(19 vs 18 tokens; only in the teacher's: \['\*'\].*\n    fix: choose a teacher and student "
+     r"of one family that share a tokenizer", False),
     ("teacher special tokens differ", _paths(teacher="other_eos"), ConfigError,
-     r"tokenizers differ: eos_token_id differs \(3 vs 2\)", True),
+     r"EOS differs: teacher '<unk>' \(id 3\), student '<eos>' \(id 2\).*\n    fix: .*teacher_tokenizer.eos_token = "
+     r"'<eos>'", False),
     ("missing checkpoint", lambda c, d: Trainer(cfg("opd", c, teacher=str(d / "nowhere"))), FileNotFoundError,
      r"teacher checkpoint '.*nowhere' does not exist", False),
     ("unknown zoo name", lambda c, d: Trainer(cfg("grpo", c, student="addition-studnet")), FileNotFoundError,

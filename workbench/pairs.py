@@ -21,7 +21,6 @@ from .config import ConfigError
 from .hub import load_config, load_model, load_tokenizer
 from .models import count_params, pick_device, pick_dtype
 from .sampling import cache_kwarg
-from .tokenizer import vocab_mismatch
 
 class TeacherView(torch.nn.Module):
     """A frozen teacher seen from the student's device and vocabulary.
@@ -160,10 +159,10 @@ def check_checkpoint(role: str, name: str) -> None:
                             f"({sorted(zoo.RECIPES)}) nor a checkpoint directory")
 
 
-def load_checkpoint(role: str, name: str, device: str, trainable: bool = True):
+def load_checkpoint(role: str, name: str, device: str, trainable: bool = True, dtype=None):
     """(model, tokenizer) of a zoo name or checkpoint directory: frozen unless `trainable`; errors name the fix."""
     try:
-        return zoo.load(name, device=device, trainable=trainable)
+        return zoo.load(name, device=device, trainable=trainable, dtype=dtype)
     except FileNotFoundError:
         raise
     except Exception as e:
@@ -171,23 +170,75 @@ def load_checkpoint(role: str, name: str, device: str, trainable: bool = True):
                           "directory written by save_pretrained (config.json, weights, tokenizer files)") from e
 
 
-def check_vocab(t_tok, s_tok, t_name: str, s_name: str) -> None:
-    problem = vocab_mismatch(t_tok, s_tok)
-    if problem:
-        raise ConfigError(f"teacher {t_name!r} and student {s_name!r} tokenizers differ: {problem}. "
-                          "On-policy distillation compares log-probs token by token, so both must "
-                          "share one vocabulary; use a pair built for the same task/tokenizer")
+def _tokenizer_and_config(role: str, name: str):
+    """A checkpoint reference's tokenizer and config (no weights), with load_checkpoint's error for a broken one."""
+    ref = str(zoo.path(name)) if name in zoo.RECIPES else name
+    try:
+        return load_tokenizer(ref), load_config(ref)
+    except FileNotFoundError:
+        raise
+    except Exception as e:
+        raise ConfigError(f"could not load the {role} checkpoint {name!r} ({type(e).__name__}: {e}); it must be a "
+                          "directory written by save_pretrained (config.json, weights, tokenizer files)") from e
 
 
-def load_named_pair(teacher: str, student: str, device: str = "cpu", *, load_teacher: bool = True):
+def check(teacher, student, tokenizer=None, *, alignment: str = "exact", uses_teacher: bool = True):
+    """The compatibility report (`compat.check_pair`) of a pair given as names/paths or model objects, before
+    any weights load: the one check the CLI, `Trainer`, `compare` and `load_pair` share.
+
+    A name is read from disk (tokenizer + config). A model object is read from its `.config` with `tokenizer`
+    (a teacher object is taken to use the student's tokenizer). `teacher=None`: the student alone.
+    """
+    def read(role, model, tok):
+        if model is None:
+            return None, None
+        if isinstance(model, (str, Path)):
+            check_checkpoint(role, str(model))
+            return _tokenizer_and_config(role, str(model))
+        if tok is None:
+            raise ConfigError(f"a {role} model object needs its tokenizer: pass tokenizer=...")
+        return tok, model.config
+
+    s_tok, s_cfg = read("student", student, tokenizer)
+    t_tok, t_cfg = read("teacher", teacher, tokenizer or s_tok)
+    if t_tok is None:
+        t_tok, t_cfg, uses_teacher = s_tok, s_cfg, False
+    name = lambda m: str(m) if isinstance(m, (str, Path)) else f"<{type(m).__name__} object>"   # noqa: E731
+    return check_pair(t_tok, s_tok, t_cfg, s_cfg, alignment=alignment, uses_teacher=uses_teacher,
+                      teacher_name=name(teacher if teacher is not None else student), student_name=name(student))
+
+
+def load_named_pair(teacher: str, student: str, device: str = "cpu", *, load_teacher: bool = True,
+                    alignment: str = "exact", dtype=None, teacher_device=None):
     """(teacher frozen or None, student trainable, the student's tokenizer) from zoo names or checkpoint
-    directories, checked before loading (`check_checkpoint`) and for one shared vocabulary after."""
-    check_checkpoint("student", student)
-    if load_teacher:
-        check_checkpoint("teacher", teacher)
-    s_model, s_tok = load_checkpoint("student", student, str(device))
+    directories, checked before loading (`check`: one vocabulary, EOS/PAD, embedding sizes, special ids)."""
+    check(teacher if load_teacher else None, student, alignment=alignment).raise_if_errors()
+    s_model, s_tok = load_checkpoint("student", student, str(device), dtype=dtype)
     t_model = None
     if load_teacher:
-        t_model, t_tok = load_checkpoint("teacher", teacher, str(device), trainable=False)
-        check_vocab(t_tok, s_tok, teacher, student)
+        t_model = load_teacher_model(teacher, device, dtype=dtype, teacher_device=teacher_device,
+                                     alignment=alignment, student_config=s_model.config)
     return t_model, s_model, s_tok
+
+
+def load_teacher_model(teacher: str, device, *, dtype=None, teacher_device=None, alignment: str = "exact",
+                       student_config=None):
+    """A frozen teacher from a name/path on `teacher_device` (default `device`), seen through `TeacherView` when it
+    runs elsewhere or its logits are cut to the student's embedding rows (alignment='truncate')."""
+    t_dev = torch.device(teacher_device) if teacher_device else torch.device(device)
+    t_model, _ = load_checkpoint("teacher", teacher, str(t_dev), trainable=False, dtype=dtype)
+    return view_teacher(t_model, device, student_config, alignment=alignment)
+
+
+def view_teacher(t_model, device, student_config, *, alignment: str = "exact"):
+    """`t_model` as the student sees it: a TeacherView when it lives on another device or has more embedding
+    rows than the student (alignment='truncate', which `check` has allowed); else unchanged."""
+    if isinstance(t_model, TeacherView):
+        return t_model
+    t_rows = getattr(t_model.config, "vocab_size", None)
+    s_rows = getattr(student_config, "vocab_size", None) if student_config is not None else None
+    cut = s_rows if (alignment == "truncate" and t_rows and s_rows and t_rows > s_rows) else None
+    t_dev = next(t_model.parameters()).device
+    if cut is not None or t_dev != torch.device(device):
+        return TeacherView(t_model, out_device=device, vocab_size=cut)
+    return t_model
