@@ -135,9 +135,10 @@ def check_pair(teacher_tok, student_tok, teacher_config, student_config, *, alig
             for i in (ids if isinstance(ids, (list, tuple)) else [ids]):
                 if isinstance(i, int) and not 0 <= i < len(tok):
                     want = getattr(tok, sid)
-                    rep.add("error", f"{name!r}'s config has {sid}={i}, outside its tokenizer's {len(tok)} tokens "
-                                     f"(ids 0..{len(tok) - 1}): that id is no token the tokenizer writes or reads",
-                            f"set it to the tokenizer's ({want}): model.config.{sid} = "
+                    rep.add("error", f"the {role} config ({name!r}) has {sid}={i}, outside its tokenizer's "
+                                     f"{len(tok)} tokens (ids 0..{len(tok) - 1}): no text the tokenizer writes or "
+                                     "reads has that id",
+                            f"set it to the tokenizer's {sid} ({want}): model.config.{sid} = "
                             f"model.generation_config.{sid} = tokenizer.{sid}, then model.save_pretrained(dir); "
                             "or use the tokenizer the checkpoint was trained with")
         if tok.eos_token_id is None:
@@ -180,8 +181,8 @@ def check_pair(teacher_tok, student_tok, teacher_config, student_config, *, alig
             rep.add(hard, f"the embedding sizes differ (teacher vocab_size {t_rows}, student {s_rows}) although "
                           f"both use the same {len(student_tok)}-token tokenizer (the models pad their embedding "
                           "matrices differently)",
-                    "pass alignment='truncate' to compare the distributions over the shared ids (the extra "
-                    "rows are padding no text maps to)")
+                    "pass alignment='truncate' (command line: --alignment truncate) to compare the distributions "
+                    "over the shared ids (the extra rows are padding no text maps to)")
     for name in ("eos_token", "pad_token", "bos_token"):
         a, b = getattr(teacher_tok, name + "_id"), getattr(student_tok, name + "_id")
         if a == b or (a is None and b is None):

@@ -59,6 +59,8 @@ class Task:
         an error here, never a silent default: store it, or override `params()`.
         """
         out = {}
+        if type(self).__init__ is object.__init__:      # no constructor of its own: nothing to record
+            return out
         for name, p in list(inspect.signature(type(self).__init__).parameters.items())[1:]:
             if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
                 raise TaskSpecError(f"task {type(self).__qualname__} takes *args/**kwargs, which cannot be recorded "
