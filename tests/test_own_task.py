@@ -16,6 +16,7 @@ from workbench import cli
 from workbench.compare import compare
 from workbench.runs import latest_checkpoint
 from workbench.tasks import Task, TaskSpecError, get_task, task_ref, task_spec
+from workbench.config import ConfigError, TrainConfig
 from workbench.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -199,3 +200,28 @@ def test_zoo_build_task_refuses_bad_options_before_training(tmp_path, capsys):
     assert "has no charset" in capsys.readouterr().err
     assert cli.main(["zoo", "build", "--task", "addition", "--out", str(tmp_path), "--teacher-steps", "0"]) == 2
     assert "teacher_steps must be a positive integer" in capsys.readouterr().err
+
+
+def test_a_notebook_task_is_recorded_and_resumes_only_when_passed_again(models, tok, tmp_path):
+    teacher, student = models
+    ckpt = tmp_path / "student"
+    student.save_pretrained(ckpt)
+    tok.save_pretrained(ckpt)
+    t_ckpt = tmp_path / "teacher"
+    teacher.save_pretrained(t_ckpt)
+    tok.save_pretrained(t_ckpt)
+
+    class InNotebook(_NotebookTask):
+        pass
+    InNotebook.__module__ = "__main__"           # what a class defined in a notebook cell looks like
+    run = tmp_path / "run"
+    cfg = TrainConfig.for_method("opd", teacher=str(t_ckpt), student=str(ckpt), steps=2, batch_size=4, eval_every=0,
+                                 eval_problems=4, device="cpu", out=str(run))
+    tr = Trainer(cfg, task=InNotebook())
+    tr.run(steps=1)
+    assert json.loads((run / "config.json").read_text())["task"]["class"].startswith("__main__:")
+    with pytest.raises(ConfigError, match=r"defined in a notebook or script.*Trainer.resume\(dir, task=MyTask"):
+        Trainer.resume(run)
+    again = Trainer.resume(run, task=InNotebook())
+    assert again.step_count == 1 and isinstance(again.task, InNotebook)
+    assert again.run()["step"] == 2

@@ -242,7 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train one method; one JSON line per step with --json")
-    t.add_argument("--method", default="opd", help=f"one of {sorted(PRESETS)}")
+    t.add_argument("--method", default="opd", choices=sorted(PRESETS),
+                   help=_flag_help(TrainConfig.__dataclass_fields__["method"], field_docs()["method"]))
     t.add_argument("--resume", default=None, metavar="DIR", help="continue a run directory to its configured steps")
     t.add_argument("--json", action="store_true")
     t.add_argument("--log-to", default=None, metavar="LOGGERS",

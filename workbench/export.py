@@ -40,8 +40,7 @@ from . import zoo
 from .config import ConfigError, TrainConfig
 from .hub import chat_prompt_ids, load_tokenizer
 from .runs import load_config
-from .tasks import get_task
-from .tasks.jsonl import JsonlProblems
+from .tasks.jsonl import task_with_data
 
 TARGETS = ("trl", "verl")
 
@@ -167,9 +166,7 @@ def _inert(cfg: TrainConfig, name: str) -> bool:
 
 def _prompts(cfg: TrainConfig) -> tuple[list[dict], list[dict], bool]:
     """(train rows, test rows, conversational?) as {"prompt", "answer"} from the run's task / data file."""
-    task = get_task(cfg.task)
-    if cfg.data:
-        task = JsonlProblems(cfg.data, base=task)
+    _, task = task_with_data(cfg.task, cfg.data)
     chat = hasattr(task, "user_message")
     train = getattr(task, "rows", None) or getattr(task, "train", None) or \
         task.problems(min(cfg.steps * cfg.batch_size // cfg.num_generations, 20000), seed=cfg.seed, split="train")

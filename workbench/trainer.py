@@ -58,7 +58,7 @@ from .runs import RunDir, RunDirError, RunDirLocked, latest_checkpoint, load_con
 from .sampling import seed_for
 from .student_samples import student_samples
 from .tasks import TaskSpecError, get_task, rebuildable, task_ref, task_spec
-from .tasks.jsonl import with_data
+from .tasks.jsonl import task_with_data
 from .tokenizer import token_strings
 
 EVAL_SEED = 0
@@ -87,12 +87,8 @@ def _task_for(cfg: TrainConfig, task=None):
     eval split. `task` (an object, name, import path or recorded spec) overrides `cfg.task`."""
     cfg = cfg.resolved()
     validate(cfg)                                # a bad config fails before a data file is read
-    spec = task if task is not None else cfg.task
-    if cfg.data and isinstance(spec, str) and spec in ("qa", "gsm8k"):     # tasks that read files: the file is their data, not extra rows
-        base = get_task(spec, path=cfg.data)
-    else:
-        base = get_task(spec)
-    task_obj = with_data(base, cfg.data) if cfg.data else base   # bad rows fail here, naming file and line
+    # bad rows fail here, naming file and line
+    base, task_obj = task_with_data(task if task is not None else cfg.task, cfg.data)
     if cfg.eval_split not in task_obj.splits:
         raise ConfigError(f"eval_split {cfg.eval_split!r} is not a split of task {task_obj.name!r}; choose one "
                           f"of {[s for s in task_obj.splits if s != 'train']}")

@@ -70,6 +70,19 @@ def load_problems(path, charset: str | None = None) -> list[Problem]:
     return rows
 
 
+def task_with_data(spec, data=None) -> tuple[Task, Task]:
+    """(the task `spec` names, the task trained on: with the problems of the file `data` when given).
+
+    For the tasks that read files themselves (`gsm8k`, `qa`) the file is their data, read in their format;
+    any other task gets the file's {prompt, solution, answer} rows (`with_data`).
+    """
+    if data and isinstance(spec, str) and spec in ("qa", "gsm8k"):
+        base = get_task(spec, path=data)
+    else:
+        base = get_task(spec)
+    return base, (with_data(base, data) if data else base)
+
+
 def with_data(task: Task, path) -> Task:
     """`task` trained on the problems of the file `path` (`TrainConfig.data`, `--data`).
 

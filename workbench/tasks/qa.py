@@ -57,7 +57,8 @@ class QA(GSM8K):
         out = []
         hint = "each row needs 'question' (or 'prompt') and 'answer'; 'solution' is optional"
         for loc, row in read_table(path, required=("answer",), hint=hint):
-            q = row.get("question", row.get("prompt"))
+            # a file mixing the two names has NaN where a row lacks one (pandas fills the union of columns)
+            q = next((row[k] for k in ("question", "prompt") if isinstance(row.get(k), str)), row.get("question"))
             a = row["answer"]
             if isinstance(a, (int, float)) and not isinstance(a, bool):
                 a = str(a)
