@@ -11,6 +11,7 @@ before any model is loaded.
 """
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import math
 import warnings
@@ -335,7 +336,6 @@ def validate(cfg: TrainConfig) -> None:
     need(cfg.lora_r > 0 or (cfg.lora_alpha is None and cfg.lora_targets is None),
          "lora_alpha / lora_targets configure LoRA adapters; also pass lora_r (--lora R), the adapters' rank")
     if cfg.lora_r:
-        import importlib.util
         need(importlib.util.find_spec("peft") is not None,
              "lora_r > 0 trains LoRA adapters, which needs the peft package: pip install peft")
     need(cfg.alignment in ALIGNMENTS, f"alignment must be one of {ALIGNMENTS}, got {cfg.alignment!r}")
