@@ -313,8 +313,9 @@ def _to_trl(cfg: TrainConfig, out: Path, num_processes: int) -> Export:
     y["logging_steps"] = 1
     y["report_to"] = "none"
     y["use_peft"] = False
-    ex.notes.append("LoRA is not recorded in config.json (it is set on the loaded pair, workbench.hf.LoraSpec); for "
-                    "a LoRA student set use_peft: true, lora_r, lora_alpha, lora_target_modules in the YAML")
+    ex.notes.append("LoRA is not exported: a LoRA set on a loaded pair (workbench.hf.LoraSpec) is not in config.json, "
+                    "and lora_r (--lora) is listed as unmapped; for a LoRA student set use_peft: true, lora_r, "
+                    "lora_alpha, lora_target_modules in the YAML")
     ex.notes.append("TRL trains in bf16 by default; on a CPU add --bf16 false")
     _leftovers(cfg, ex, handled)
 
@@ -434,7 +435,8 @@ def _to_verl(cfg: TrainConfig, out: Path, num_processes: int) -> Export:
     if source != "openai/gsm8k":
         ex.notes.append(f"verl scores every rollout with the reward function of data_source {source!r} even with "
                         "use_task_rewards=False; point custom_reward_function.path at one")
-    ex.notes.append("LoRA is not recorded in config.json; for a LoRA student add actor_rollout_ref.model.lora_rank=R "
+    ex.notes.append("LoRA is not exported (a LoRA set on a loaded pair is not in config.json; lora_r is listed as "
+                    "unmapped); for a LoRA student add actor_rollout_ref.model.lora_rank=R "
                     "actor_rollout_ref.model.lora_alpha=A")
     _leftovers(cfg, ex, handled)
 
