@@ -744,8 +744,13 @@ class ProgressPrinter:
 
 def trainer_for(pair: "pairs.Pair", task, method: str = "opd", **overrides):
     """A `Trainer` on the pair's objects (teacher left out for methods that never use it)."""
+    # what the pair was loaded with, recorded (LoRA set on the pair is not: its adapters live on the objects)
+    t_dev = pair.info.get("teacher_device")
+    loaded = {"alignment": pair.report.alignment, "dtype": str(pair.dtype).replace("torch.", ""),
+              **({"teacher_device": t_dev} if t_dev and t_dev != str(pair.device) else {})}
     cfg = TrainConfig.for_method(method, **{"task": getattr(task, "name", str(task)), "teacher": pair.teacher_name,
-                                            "student": pair.student_name, "device": str(pair.device), **overrides})
+                                            "student": pair.student_name, "device": str(pair.device), **loaded,
+                                            **overrides})
     uses_teacher = objectives.needs_teacher_model(cfg)
     if uses_teacher and pair.teacher is None:
         raise ConfigError(f"method {method!r} needs the teacher; load the pair with load_teacher=True")
