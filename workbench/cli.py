@@ -129,7 +129,8 @@ def _overrides(ns, skip=()) -> dict:
 
 def cmd_train(ns) -> int:
     if ns.resume:
-        given = sorted(k for k in _overrides(ns) if k != "steps") + (["task"] if ns.task else [])
+        given = sorted(k for k in _overrides(ns) if k != "steps") + (["task"] if ns.task else []) + \
+            (["task_param"] if ns.task_params else [])
         if given:
             raise ConfigError(f"--resume continues a run with its recorded settings; drop {given} (only --steps "
                               "may change, to extend the run)")
@@ -201,8 +202,10 @@ def cmd_zoo(ns) -> int:
             raise ConfigError("--only rebuilds shipped zoo entries; --task builds a new pair for your task: pass one")
         if ns.out is None:
             raise ConfigError("zoo build --task needs --out DIR (where <task>-teacher and <task>-student go)")
+        # progress lines flushed as they come; with --json on stderr, so that stdout holds only JSON
+        log = lambda msg: print(msg, file=sys.stderr if ns.json else sys.stdout, flush=True)   # noqa: E731
         out = zoo_build.build_pair(ns.task, ns.out, teacher_steps=ns.teacher_steps, student_steps=ns.student_steps,
-                                   seed=ns.seed, eval_problems=ns.eval_problems)
+                                   seed=ns.seed, eval_problems=ns.eval_problems, log=log)
         for name, meta in out.items():
             emit({"name": name, "path": str(Path(ns.out) / name), "params": meta["params"],
                   "accuracy": meta["eval"]["accuracy"], "train_s": meta["train_s"]}, ns.json)
