@@ -83,7 +83,7 @@ class RunDirWriter:
 
 
 def _task_for(cfg: TrainConfig, task=None):
-    """(the task as named, the task trained on: with `cfg.data`'s problems, `tasks.jsonl.with_data`); checks the
+    """(the task as named, the task trained on: with `cfg.data`'s problems, `tasks.jsonl.task_with_data`); checks the
     eval split. `task` (an object, name, import path or recorded spec) overrides `cfg.task`."""
     cfg = cfg.resolved()
     validate(cfg)                                # a bad config fails before a data file is read
