@@ -13,7 +13,6 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from readme_blocks import run_section
 from workbench import cli, hf
 from workbench.config import ConfigError, TrainConfig, field_docs
-from workbench.tasks import get_task
 from workbench.tasks.qa import QA
 
 REPO = Path(__file__).resolve().parents[1]
