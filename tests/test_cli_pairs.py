@@ -185,3 +185,20 @@ def test_help_documents_every_flag_from_the_config_field_docs(capsys):
     assert "OPD discount in [0, 1]" in docs["gamma"] and "in [0, 1]" in docs["lmbda"]
     assert "token_mean | sum | seq_mean" in docs["reduction"]
     assert set(docs) == {f for f in TrainConfig.__dataclass_fields__}
+
+
+def test_compare_on_your_checkpoints_with_lora_and_truncate(readme_ckpts, tmp_path, capsys):
+    d, _ = readme_ckpts
+    out = tmp_path / "cmp"
+    assert cli.main(["compare", "--task", "gsm8k", "--data", str(SAMPLE), "--teacher", str(d / "ckpts" / "padded-teacher"),
+                     "--student", str(d / "ckpts" / "tiny-qwen2-student"), "--alignment", "truncate", "--lora", "4",
+                     "--methods", "opd,grpo", "--seeds", "0", "--budget-tokens", "200", "--batch-size", "4",
+                     "--num-generations", "2", "--max-new-tokens", "8", "--eval-problems", "2", "--out", str(out),
+                     "--json"]) == 0
+    rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [r.get("method") for r in rows[:-1]] == ["opd", "grpo"]
+    for m in ("opd", "grpo"):
+        rec = json.loads((out / m / "seed0" / "config.json").read_text())
+        assert rec["config"]["alignment"] == "truncate" and rec["config"]["lora_r"] == 4
+        ck = sorted((out / m / "seed0" / "checkpoints").glob("step_*"))[-1]
+        assert (ck / "adapter_config.json").exists() and not (ck / "model.safetensors").exists()
