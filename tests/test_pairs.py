@@ -37,9 +37,27 @@ def test_named_pair_from_directories_is_checked_frozen_and_reported(dirs, models
     assert alone.teacher is None and alone.report.ok
 
 
-def test_named_pair_refuses_two_vocabularies_after_loading(dirs):
-    with pytest.raises(ConfigError, match="tokenizers differ: vocabularies differ"):
+def test_named_pair_refuses_two_vocabularies_before_loading(dirs, monkeypatch):
+    """The one compatibility check (`pairs.check` -> `compat.check_pair`) runs on tokenizers and configs before
+    any weights load, so its refusal comes with its fix and nothing was loaded."""
+    loads = []
+    real = models_mod.load_checkpoint
+    monkeypatch.setattr(models_mod, "load_checkpoint", lambda *a, **k: loads.append(a[0]) or real(*a, **k))
+    with pytest.raises(ConfigError, match=r"the tokenizers differ \(19 vs 18 tokens.*\n    fix: choose a teacher "
+                                          r"and student of one family"):
         pairs.load_named_pair(dirs["other"], dirs["student"], "cpu")
+    assert loads == []
+    pairs.load_named_pair(dirs["teacher"], dirs["student"], "cpu")     # the spy sees loads when there are some
+    assert sorted(loads) == sorted([dirs["teacher"], dirs["student"]])
+
+
+def test_named_pair_options_reach_the_loaded_models(dirs):
+    """dtype, alignment and teacher_device (the CLI's --dtype/--alignment/--teacher-device) flow into the Pair."""
+    pair = pairs.load_named_pair(dirs["teacher"], dirs["student"], "cpu", dtype="bfloat16", alignment="truncate",
+                                 teacher_device="cpu")
+    assert pair.dtype == torch.bfloat16 and next(pair.teacher.parameters()).dtype == torch.bfloat16
+    assert pair.report.alignment == "truncate" and pair.report.ok and pair.info["teacher_device"] == "cpu"
+    assert not isinstance(pair.teacher, pairs.TeacherView)      # same rows, same device: nothing to view through
 
 
 def test_named_pair_from_the_zoo():
@@ -65,17 +83,27 @@ def test_bad_references_fail_before_any_load(tmp_path, monkeypatch):
     assert loads == []
 
 
-def test_hub_id_goes_unchanged_to_from_pretrained(monkeypatch):
-    """A hub id is not a local path: the loader hands it, unchanged, to models.load_checkpoint (which calls
-    from_pretrained); stopped there, no download. A failure there becomes one ConfigError naming the id."""
-    seen = []
+def test_hub_id_goes_unchanged_to_from_pretrained(monkeypatch, tok, models):
+    """A hub id is not a local path: the compatibility check reads its tokenizer and config, and the loader hands
+    it to models.load_checkpoint (which calls from_pretrained), both unchanged; stopped there, no download. A
+    failure at either becomes one ConfigError naming the id."""
+    seen, read = [], []
 
     def offline(path, **kw):
         seen.append((path, kw))
         raise OSError("offline: no network and not in the local cache")
 
     monkeypatch.setattr(models_mod, "load_checkpoint", offline)
+    monkeypatch.setattr(pairs, "load_tokenizer", offline)
     assert pairs.checkpoint_location("teacher", "some-org/some-model") == "some-org/some-model"
     with pytest.raises(ConfigError, match=r"could not load the student checkpoint 'some-org/some-model' \(OSError"):
         pairs.load_named_pair("some-org/other-model", "some-org/some-model", "cpu")
-    assert seen == [("some-org/some-model", {"device": "cpu", "trainable": True})]
+    assert seen == [("some-org/some-model", {})]            # the check's tokenizer read; no weights asked for
+    seen.clear()
+    # tokenizer and config readable (as from the local cache): the weights' load gets the id unchanged
+    monkeypatch.setattr(pairs, "load_tokenizer", lambda ref: read.append(ref) or tok)
+    monkeypatch.setattr(pairs, "load_config", lambda ref: models[1].config)
+    with pytest.raises(ConfigError, match=r"could not load the student checkpoint 'some-org/some-model' \(OSError"):
+        pairs.load_named_pair("some-org/other-model", "some-org/some-model", "cpu")
+    assert read == ["some-org/some-model", "some-org/other-model"]
+    assert seen == [("some-org/some-model", {"device": "cpu", "trainable": True, "dtype": None})]

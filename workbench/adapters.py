@@ -47,6 +47,12 @@ class LoraSpec:
                           task_type="CAUSAL_LM")
 
 
+def lora_spec(cfg) -> LoraSpec:
+    """The LoraSpec of a TrainConfig's `lora_r`, `lora_alpha` (default 2 x r) and `lora_targets` (comma-separated)."""
+    targets = tuple(t.strip() for t in cfg.lora_targets.split(",") if t.strip()) if cfg.lora_targets else "all-linear"
+    return LoraSpec(r=cfg.lora_r, alpha=cfg.lora_alpha or 2 * cfg.lora_r, target_modules=targets)
+
+
 def add_lora(model, spec: LoraSpec | dict | None = None, *, adapter_name: str = "default"):
     """Wrap `model` with LoRA adapters (peft). The base weights are frozen; B = 0, so the initial
     student equals the base model. Adapter weights are kept in float32 (peft's default)."""

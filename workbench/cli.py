@@ -7,6 +7,8 @@ the library never imports Jupyter or the benchmarks.)
     python -m workbench train --resume runs/opd
     python -m workbench compare --json              # from the plateaued student, 3 seeds
     python -m workbench zoo list | zoo build [--only NAME]
+    python -m workbench zoo build --task my_tasks:Reverse --out pairs/   # a teacher + weak student for your task
+    python -m workbench train --task my_tasks:Reverse --teacher pairs/reverse-teacher --student pairs/reverse-student
     python -m workbench export --to {trl,verl} RUN_DIR [--out DIR] [--num-processes N]
 
 With --json every line printed is one JSON object; the last line is the summary.
@@ -25,7 +27,9 @@ from . import compare as compare_module
 from . import objectives
 from . import zoo, zoo_build
 from .compare import DEFAULT_BUDGET, DEFAULT_SWEEP, compare, sweep
-from .config import PRESETS, RENAMED, ConfigError, TrainConfig
+from .config import ALIGNMENTS, DTYPES, PRESETS, RENAMED, ConfigError, TrainConfig, field_docs
+from .losses import REDUCTIONS
+from .tasks import get_task
 from .export import export_run
 from .loggers import watchers_for
 from .runs import RunDirError
@@ -50,10 +54,24 @@ class _RenamedFlag(argparse.Action):
         setattr(ns, self.dest, values)
 
 
+# a field's values when argparse can list them (validate() checks the same lists)
+CHOICES = {"alignment": ALIGNMENTS, "dtype": DTYPES, "reduction": REDUCTIONS}
+ALIASES = {"lora_r": ("--lora",)}       # short names the issue tracker and READMEs use
+
+
+def _flag_help(f, doc: str) -> str:
+    """A flag's help: the field's documentation from config.py (`field_docs`) and its default."""
+    default = f.default if f.default is not dataclasses.MISSING else None
+    if "default" not in doc.lower():
+        doc += f" (default: {default})" if default is not None else " (default: unset)"
+    return doc.replace("%", "%%")
+
+
 def _add_config_flags(p: argparse.ArgumentParser, skip=()):
-    """One flag per TrainConfig field (so any method or loss option is settable), and the old names of renamed
-    fields as hidden aliases."""
+    """One flag per TrainConfig field (so any method or loss option is settable), its help the field's
+    documentation in config.py, and the old names of renamed fields as hidden aliases."""
     hints = typing.get_type_hints(TrainConfig)
+    docs = field_docs()
     for old, new in RENAMED.items():
         if new not in skip:
             base = next(a for a in typing.get_args(hints[new]) or (hints[new],) if a is not type(None))
@@ -65,30 +83,63 @@ def _add_config_flags(p: argparse.ArgumentParser, skip=()):
         t = hints[f.name]
         args = typing.get_args(t)
         base = next((a for a in args if a is not type(None)), t) if args else t
-        flag = "--" + f.name.replace("_", "-")
+        flags = ["--" + f.name.replace("_", "-"), *ALIASES.get(f.name, ())]
+        help_ = _flag_help(f, docs.get(f.name, ""))
         if base is bool:
-            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
+            p.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_)
         elif f.name == "loss":      # the objectives registry lists what --loss can be, per corner
-            p.add_argument(flag, dest=f.name, type=base, default=None, metavar="LOSS",
-                           help="one of the registered objectives: " + "; ".join(
+            p.add_argument(*flags, dest=f.name, type=base, default=None, metavar="LOSS",
+                           help=help_ + "; one of: " + "; ".join(
                                f"{name} ({', '.join('/'.join(c) for c in o.corners)})"
                                for name, o in objectives.OBJECTIVES.items()))
+        elif f.name in CHOICES:
+            p.add_argument(*flags, dest=f.name, type=base, default=None, choices=CHOICES[f.name], help=help_)
         else:
-            p.add_argument(flag, dest=f.name, type=base, default=None, metavar=base.__name__.upper())
+            p.add_argument(*flags, dest=f.name, type=base, default=None, metavar=base.__name__.upper(), help=help_)
+    if "task" not in skip:
+        p.add_argument("--task-param", dest="task_params", action="append", default=[], metavar="KEY=VALUE",
+                       help="a constructor argument of the task (repeatable; VALUE read as JSON when it parses, "
+                            "else as text), e.g. --task-param max_digits=4, or for --task qa --task-param "
+                            "verifier=numeric; recorded in the run directory")
+
+
+def _task_object(ns):
+    """The task the flags name, built with its --task-param values (None: let the config name it)."""
+    if not ns.task_params and not (ns.task in ("qa", "gsm8k") and getattr(ns, "data", None)):
+        return None
+    params = {}
+    for item in ns.task_params:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip().isidentifier():
+            raise ConfigError(f"--task-param {item!r} is not KEY=VALUE (e.g. --task-param max_digits=4)")
+        try:
+            params[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key.strip()] = value
+    name = ns.task or "addition"
+    if name in ("qa", "gsm8k") and ns.data:
+        params.setdefault("path", ns.data)
+    return get_task(name, **params)
 
 
 def _overrides(ns, skip=()) -> dict:
-    names = {f.name for f in dataclasses.fields(TrainConfig)} - set(skip) - {"method"}
+    names = {f.name for f in dataclasses.fields(TrainConfig)} - set(skip) - {"method", "task"}
     return {k: getattr(ns, k) for k in names if getattr(ns, k, None) is not None}
 
 
 def cmd_train(ns) -> int:
     if ns.resume:
+        given = sorted(k for k in _overrides(ns) if k != "steps") + (["task"] if ns.task else []) + \
+            (["task_param"] if ns.task_params else [])
+        if given:
+            raise ConfigError(f"--resume continues a run with its recorded settings; drop {given} (only --steps "
+                              "may change, to extend the run)")
         trainer = Trainer.resume(ns.resume, steps=ns.steps)
     else:
-        cfg = TrainConfig.for_method(ns.method, **_overrides(ns))
+        task = _task_object(ns)
+        cfg = TrainConfig.for_method(ns.method, **_overrides(ns), **({"task": ns.task} if ns.task else {}))
         watchers_for(ns.log_to, cfg.out, cfg.name)          # a missing package fails here, before models load
-        trainer = Trainer(cfg)
+        trainer = Trainer(cfg, task=task)
     watchers = watchers_for(ns.log_to, trainer.cfg.out, trainer.cfg.name)
 
     class Printer:
@@ -114,7 +165,7 @@ def cmd_compare(ns) -> int:
     if unknown:
         raise ConfigError(f"unknown method(s) {unknown} in --methods; choose from {sorted(PRESETS)}")
     seeds = [int(x) for x in ns.seeds.split(",") if x != ""]
-    kw = dict(task=ns.task, protocol=ns.protocol, seeds=seeds, budget_tokens=ns.budget_tokens,
+    kw = dict(task=_task_object(ns) or ns.task, protocol=ns.protocol, seeds=seeds, budget_tokens=ns.budget_tokens,
               eval_problems=ns.eval_problems or 256, device=ns.device or "auto",
               progress=lambda msg: print(msg, file=sys.stderr, flush=True), **common)
     if ns.eval_split:
@@ -146,9 +197,37 @@ def cmd_zoo(ns) -> int:
             emit(row, ns.json)
         return 0
     t0 = time.time()
-    zoo_build.build(ns.only.split(",") if ns.only else None)
-    print(f"zoo build finished in {time.time() - t0:.0f}s", flush=True)
+    if ns.task is not None:
+        if ns.only:
+            raise ConfigError("--only rebuilds shipped zoo entries; --task builds a new pair for your task: pass one")
+        if ns.out is None:
+            raise ConfigError("zoo build --task needs --out DIR (where <task>-teacher and <task>-student go)")
+        # progress lines flushed as they come; with --json on stderr, so that stdout holds only JSON
+        log = lambda msg: print(msg, file=sys.stderr if ns.json else sys.stdout, flush=True)   # noqa: E731
+        out = zoo_build.build_pair(ns.task, ns.out, teacher_steps=ns.teacher_steps, student_steps=ns.student_steps,
+                                   seed=ns.seed, eval_problems=ns.eval_problems, log=log)
+        for name, meta in out.items():
+            emit({"name": name, "path": str(Path(ns.out) / name), "params": meta["params"],
+                  "accuracy": meta["eval"]["accuracy"], "train_s": meta["train_s"]}, ns.json)
+    else:
+        if ns.out is not None or ns.teacher_steps != zoo.TEACHER_STEPS or ns.student_steps != zoo.STUDENT_STEPS:
+            raise ConfigError("--out/--teacher-steps/--student-steps are for zoo build --task (your own task); the "
+                              "shipped zoo is rebuilt with its recorded recipes")
+        zoo_build.build(ns.only.split(",") if ns.only else None)
+    print(f"zoo build finished in {time.time() - t0:.0f}s", file=sys.stderr if ns.json else sys.stdout, flush=True)
     return 0
+
+
+def _recipe_times() -> str:
+    """How long the shipped recipe took, from the zoo's recorded workbench.json (train_s, threads)."""
+    parts = []
+    for name in ("addition-teacher", "addition-student"):
+        try:
+            meta = zoo.metadata(name)
+        except (FileNotFoundError, ValueError):
+            return "(the shipped zoo is not built, so no recorded time)"
+        parts.append(f"{name} {meta['train_s'] / 60:.0f} min on {meta['threads']} thread(s)")
+    return "recorded for addition: " + ", ".join(parts)
 
 
 def cmd_export(ns) -> int:
@@ -166,7 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train one method; one JSON line per step with --json")
-    t.add_argument("--method", default="opd", help=f"one of {sorted(PRESETS)}")
+    t.add_argument("--method", default="opd", choices=sorted(PRESETS),
+                   help=_flag_help(TrainConfig.__dataclass_fields__["method"], field_docs()["method"]))
     t.add_argument("--resume", default=None, metavar="DIR", help="continue a run directory to its configured steps")
     t.add_argument("--json", action="store_true")
     t.add_argument("--log-to", default=None, metavar="LOGGERS",
@@ -197,9 +277,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(c, skip=("method", "steps", "name", "seed"))
     c.set_defaults(func=cmd_compare)
 
-    z = sub.add_parser("zoo", help="the shipped toy checkpoints")
+    z = sub.add_parser("zoo", help="the shipped toy checkpoints; build a teacher + weak student for your own task",
+                       description="list: the shipped checkpoints. build: rebuild them, or with --task train the "
+                                   "documented recipe (zoo.recipes_for: a ~1M-parameter teacher, then a ~0.13M weak "
+                                   "student) for your task into --out. At the default steps this takes about as "
+                                   "long as the shipped pair did (" + _recipe_times() + "; time scales with the "
+                                   "steps and your task's sequence length); --teacher-steps/--student-steps "
+                                   "shrink it (e.g. 100 and 50 build a rough pair in well under a minute).")
     z.add_argument("action", choices=["list", "build"])
     z.add_argument("--only", default=None, help="comma-separated zoo names to rebuild")
+    z.add_argument("--task", default=None, metavar="TASK",
+                   help="build a pair for this task: a name or package.module:ClassName (see train --task)")
+    z.add_argument("--out", default=None, metavar="DIR", help="with --task: where <task>-teacher/ and "
+                                                               "<task>-student/ are written")
+    z.add_argument("--teacher-steps", type=int, default=zoo.TEACHER_STEPS, metavar="N",
+                   help=f"with --task: the teacher's SFT steps (default {zoo.TEACHER_STEPS})")
+    z.add_argument("--student-steps", type=int, default=zoo.STUDENT_STEPS, metavar="N",
+                   help=f"with --task: the weak student's SFT steps (default {zoo.STUDENT_STEPS})")
+    z.add_argument("--eval-problems", type=int, default=zoo.EVAL_PROBLEMS, metavar="N",
+                   help=f"with --task: held-out problems each model's recorded accuracy is measured on "
+                        f"(default {zoo.EVAL_PROBLEMS})")
+    z.add_argument("--seed", type=int, default=0, help="with --task: initialisation and problem stream (default 0)")
     z.add_argument("--json", action="store_true")
     z.set_defaults(func=cmd_zoo)
 

@@ -79,14 +79,19 @@ def _all_or_none(xs):
     return None if any(x is None for x in xs) else statistics.fmean(xs)
 
 
-def compare(task: str = "addition", protocol: str = "plateau", methods=DEFAULT_METHODS, seeds=DEFAULT_SEEDS,
+def compare(task="addition", protocol: str = "plateau", methods=DEFAULT_METHODS, seeds=DEFAULT_SEEDS,
             budget_tokens: int = DEFAULT_BUDGET, rival_factor: float = RIVAL_FACTOR,
-            target_frac: float = TARGET_FRAC, teacher: str | None = None, student: str | None = None,
+            target_frac: float = TARGET_FRAC, teacher=None, student=None, tokenizer=None,
             eval_sequences: int = 640, eval_problems: int = 256, eval_split: str = "test", device: str = "auto",
             out: str | None = None,
             method_overrides: dict | None = None, callbacks=(), log: RecordLog | None = None, progress=print,
             **common) -> dict:
     """Run `methods` x `seeds` from the protocol's student; return {"rows", "target_accuracy", "runs", "log", ...}.
+
+    `task`: a name, an import path `module:Class` or a Task object. `teacher`/`student`: zoo names or checkpoint
+    directories (default: the task's zoo pair and the protocol's student), or model objects (then pass their
+    `tokenizer`). Every run trains its own deep copy of the student, so the object passed in is never changed.
+    `out`: a run directory per run, `out/<method>/seed<k>` (each records the task, so it can be resumed).
 
     `rows`: one dict per method with the JSON contract of `python -m workbench compare --json`
     (method, seeds, final_accuracy_mean/std, student_tokens_to_target, flops_to_target,
@@ -101,12 +106,26 @@ def compare(task: str = "addition", protocol: str = "plateau", methods=DEFAULT_M
     if budget_tokens <= 0 or rival_factor < 1 or not 0 < target_frac <= 1:
         raise ValueError(f"need budget_tokens > 0, rival_factor >= 1 and 0 < target_frac <= 1; got "
                          f"{budget_tokens}, {rival_factor}, {target_frac}")
-    t_name, s_name = zoo.default_pair(task)[0], start_student(task, protocol)
-    t_name, s_name = teacher or t_name, student or s_name
     task_obj = get_task(task)
+    objects = [m for m in (teacher, student) if m is not None and not isinstance(m, (str, Path))]
+    if objects and tokenizer is None:
+        raise ValueError("a teacher or student passed as a model object needs its tokenizer: compare(..., "
+                         "tokenizer=tok)")
+    if teacher is None or student is None:
+        t_default = zoo.default_pair(task_obj.name)[0] if teacher is None else None
+        s_default = start_student(task_obj.name, protocol) if student is None else None
+        teacher, student = teacher if teacher is not None else t_default, student if student is not None else s_default
+    t_name = str(teacher) if isinstance(teacher, (str, Path)) else "<object>"
+    s_name = str(student) if isinstance(student, (str, Path)) else "<object>"
     dev = pick_device(device)
-    pair = load_named_pair(t_name, s_name, str(dev))
-    t_model, s_model, tok = pair.teacher, pair.student, pair.tokenizer
+    if objects:
+        if isinstance(teacher, (str, Path)) or isinstance(student, (str, Path)):
+            raise ValueError("pass the teacher and the student both as names/paths or both as model objects")
+        t_model, s_model, tok = teacher.to(dev).eval(), student.to(dev), tokenizer
+    else:
+        pair = load_named_pair(t_name, s_name, str(dev), alignment=common.get("alignment", "exact"),
+                               dtype=common.get("dtype"), teacher_device=common.get("teacher_device"))
+        t_model, s_model, tok = pair.teacher, pair.student, pair.tokenizer
     problems = held_out(task_obj, eval_problems, split=eval_split)
     teacher_eval = evaluate_model(t_model, tok, task_obj, problems, sampled=False)
     start_eval = evaluate_model(s_model, tok, task_obj, problems)
@@ -125,7 +144,7 @@ def compare(task: str = "addition", protocol: str = "plateau", methods=DEFAULT_M
         budgets[m] = budget
         for seed in seeds:
             name = f"{m}/seed{seed}"
-            o = {"task": task, "seed": seed, "eval_problems": eval_problems,
+            o = {"seed": seed, "eval_problems": eval_problems,
                  "eval_split": eval_split, **PROTOCOL_SETTINGS[protocol].get(m, {}),
                  "eval_sampled": False, "device": device, "name": name, **common, **overrides.get(m, {})}
             batch = o.get("batch_size", 64)
@@ -135,8 +154,9 @@ def compare(task: str = "addition", protocol: str = "plateau", methods=DEFAULT_M
                 o["out"] = str(Path(out) / m / f"seed{seed}")
             if progress:
                 progress(f"compare [{protocol}] {name}: budget {budget:,} student tokens")
-            tr = train(m, callbacks, student=s_model, teacher=t_model, tokenizer=tok, log=log,
-                       baseline=start_eval, budget_tokens=budget, **o)
+            names = {} if t_name == "<object>" else {"teacher_name": t_name, "student_name": s_name}  # recorded
+            tr = train(m, callbacks, student=s_model, teacher=t_model, tokenizer=tok, log=log, task=task_obj,
+                       baseline=start_eval, budget_tokens=budget, **names, **o)
             row = cost_table(log, [name], teacher_eval["eval/accuracy"], target_frac)[0]
             runs.append({**row, "method": m, "seed": seed, "lr": tr.cfg.lr, "budget_tokens": budget})
             if progress:

@@ -30,11 +30,10 @@ import torch
 
 from . import losses as L
 from .batching import forced_rollout
-from .config import ConfigError
+from .config import ALIGNMENTS, ConfigError
 from .hub import load_config, load_tokenizer
 from .rollout import completion_logits
 
-ALIGNMENTS = ("exact", "truncate")
 PROBE_USER, PROBE_REPLY = "What is 2 + 3?", "2 + 3 = 5\n#### 5"
 
 
@@ -131,6 +130,17 @@ def check_pair(teacher_tok, student_tok, teacher_config, student_config, *, alig
                              f"rows: ids >= {v} would index past the embedding matrix",
                     f"resize the embeddings after loading (model.resize_token_embeddings({len(tok)})) and "
                     "fine-tune them, or use the tokenizer the checkpoint was trained with")
+        for sid in ("eos_token_id", "bos_token_id", "pad_token_id"):
+            ids = getattr(cfg, sid, None)
+            for i in (ids if isinstance(ids, (list, tuple)) else [ids]):
+                if isinstance(i, int) and not 0 <= i < len(tok):
+                    want = getattr(tok, sid)
+                    rep.add("error", f"the {role} config ({name!r}) has {sid}={i}, outside its tokenizer's "
+                                     f"{len(tok)} tokens (ids 0..{len(tok) - 1}): no text the tokenizer writes or "
+                                     "reads has that id",
+                            f"set it to the tokenizer's {sid} ({want}): model.config.{sid} = "
+                            f"model.generation_config.{sid} = tokenizer.{sid}, then model.save_pretrained(dir); "
+                            "or use the tokenizer the checkpoint was trained with")
         if tok.eos_token_id is None:
             rep.add("error", f"the {role} tokenizer has no EOS token: the sampler cannot tell where a "
                              "completion ends",
@@ -171,8 +181,8 @@ def check_pair(teacher_tok, student_tok, teacher_config, student_config, *, alig
             rep.add(hard, f"the embedding sizes differ (teacher vocab_size {t_rows}, student {s_rows}) although "
                           f"both use the same {len(student_tok)}-token tokenizer (the models pad their embedding "
                           "matrices differently)",
-                    "pass alignment='truncate' to compare the distributions over the shared ids (the extra "
-                    "rows are padding no text maps to)")
+                    "pass alignment='truncate' (command line: --alignment truncate) to compare the distributions "
+                    "over the shared ids (the extra rows are padding no text maps to)")
     for name in ("eos_token", "pad_token", "bos_token"):
         a, b = getattr(teacher_tok, name + "_id"), getattr(student_tok, name + "_id")
         if a == b or (a is None and b is None):

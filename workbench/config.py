@@ -11,6 +11,7 @@ before any model is loaded.
 """
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import math
 import warnings
@@ -27,6 +28,9 @@ from .objectives import SIGNALS, SOURCES  # noqa: F401  (re-exported: the 2x2 ta
 RENAMED = {"topk": "teacher_topk", "lmbda_reward": "reward_scale"}
 # keys that older run directories' config.json hold and that mean nothing now: ignored when read
 LEGACY_KEYS = frozenset({"preset_applied"})     # the preset is applied by apply_preset, which is idempotent
+
+ALIGNMENTS = ("exact", "truncate")        # how a pair's vocabularies are matched (compat.check_pair)
+DTYPES = ("auto", "float32", "bfloat16", "float16", "fp32", "bf16", "fp16")
 
 
 def renamed_fields(options: dict, where: str = "TrainConfig") -> dict:
@@ -66,67 +70,81 @@ PRESETS: dict[str, dict] = {
 
 @dataclass
 class TrainConfig:
-    method: str = "opd"
-    source: str | None = None
-    signal: str | None = None
-    loss: str | None = None
-    task: str = "addition"
-    data: str | None = None             # JSONL of {"prompt","solution","answer"} rows: training problems
-                                        #   from a file (held-out evaluation stays on the task's generator)
+    method: str = "opd"                 # a preset of the fields below: sft, filtered_sft, grpo, opd, opd_full, gkd,
+                                        #   exopd, stable_opd
+    source: str | None = None           # where the training text comes from: teacher | student (default: the preset's)
+    signal: str | None = None           # supervision: dense (teacher scores every token) | sparse (one reward)
+    loss: str | None = None             # a registered objective (objectives.py; default: the preset's)
+    task: str = "addition"              # addition | multiply | gsm8k | qa | your own as package.module:ClassName
+                                        #   (or an entry point of group opd_workbench.tasks)
+    data: str | None = None             # training problems from a file: JSONL {"prompt","solution","answer"} rows
+                                        #   graded by the task (held-out evaluation stays on its generator); for
+                                        #   gsm8k/qa the task's own file (question/answer rows, JSONL or parquet)
     teacher: str | None = None          # zoo name or checkpoint directory; default: the task's zoo teacher
     student: str | None = None          # zoo name or checkpoint directory; default: the task's zoo student
-    steps: int = 200
+    steps: int = 200                    # optimiser updates (>= 1)
     batch_size: int = 64                # sequences per step (GRPO: prompts x num_generations)
     num_generations: int | None = None  # G rollouts per prompt (GRPO groups); 1 for the other methods
-    lr: float | None = None
-    warmup_steps: int = 10
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    temperature: float = 1.0            # student sampling temperature
-    top_p: float | None = None
-    top_k: int | None = None
-    max_new_tokens: int | None = None   # default: the task's
+    lr: float | None = None             # peak learning rate of AdamW (> 0; default: the preset's)
+    warmup_steps: int = 10              # linear warm-up of the learning rate over this many steps (>= 0)
+    weight_decay: float = 0.0           # AdamW weight decay (>= 0)
+    max_grad_norm: float = 1.0          # gradient clipping norm (> 0)
+    temperature: float = 1.0            # student sampling temperature (> 0)
+    top_p: float | None = None          # nucleus sampling of rollouts, in (0, 1] (off by default)
+    top_k: int | None = None            # sample rollouts from the k likeliest tokens (>= 1; off by default)
+    max_new_tokens: int | None = None   # longest completion in tokens (>= 1; default: the task's)
     reduction: str = "token_mean"       # token_mean | sum | seq_mean (policy-gradient style losses)
-    gamma: float = 0.0                  # OPD discount: A_t = sum_k gamma^k r_{t+k}
+    gamma: float = 0.0                  # OPD discount in [0, 1]: A_t = sum_k gamma^k r_{t+k} (0: each token's own)
     vopd: bool = False                  # control-variate baseline A_t = r_t + KL_t (2605.07865)
-    reward_clip: float | None = None    # floor on the per-token reward (REOPOLD-style)
+    reward_clip: float | None = None    # floor (< 0) on the per-token reward (REOPOLD-style; off by default)
     mask_special_tokens: bool = False   # drop the teacher's signal where the student wrote EOS (the fix for a
                                         #   teacher whose EOS/format token differs, Fu et al.; compat.check_special_tokens)
-    reward_scale: float = 1.0           # G-OPD reward scale lambda (1 = OPD, 1.25 = ExOPD); needs pi_ref
+    reward_scale: float = 1.0           # G-OPD reward scale lambda > 0 (1 = OPD, 1.25 = ExOPD); needs pi_ref
                                         #   (was `lmbda_reward`: not GKD's `lmbda`, the on-policy fraction)
     kl_coef: float = 0.0                # beta_KL * KL(pi_theta || pi_ref), pi_ref = initial student
     sft_coef: float = 0.0               # weight of a gold-solution SFT term (Stable-OPD mixture)
-    lmbda: float = 1.0                  # GKD: probability a batch is student-generated (else teacher)
-    beta: float = 0.5                   # generalised JSD interpolation (0 forward KL, 1 reverse KL)
-    jsd_temperature: float = 1.0
+    lmbda: float = 1.0                  # GKD: probability in [0, 1] a batch is student-generated (else teacher)
+    beta: float = 0.5                   # generalised JSD interpolation in [0, 1] (0 forward KL, 1 reverse KL)
+    jsd_temperature: float = 1.0        # loss="jsd": temperature of both distributions in the JSD (> 0)
     teacher_topk: int = 4               # teacher top-K support size (Fu et al.); also for topk_overlap
                                         #   (was `topk`: not the sampler's `top_k`)
-    topk_renormalize: bool = True
-    topk_include_sampled: bool = False
+    topk_renormalize: bool = True       # loss="topk": renormalise the teacher's top-K probabilities to sum to 1
+    topk_include_sampled: bool = False  # loss="topk": add the sampled token to the teacher's top-K support
     scale_rewards: bool = True          # GRPO: divide by group std (False = Dr. GRPO)
     clip_eps: float | None = None       # PPO clipping (only matters with several updates per batch)
     sdar_coef: float = 0.05             # loss="sdar": weight of SDAR's gated self-distillation term next to GRPO
     sdar_beta_gate: float = 5.0         # loss="sdar": gate sharpness (0 = constant gate 0.5, naive self-distillation)
     sft_data: str = "teacher"           # source=teacher: "teacher" (sampled traces) or "reference" (gold)
-    teacher_temperature: float = 1.0
-    eval_every: int = 25
-    eval_problems: int = 256
+    teacher_temperature: float = 1.0    # sampling temperature of teacher-written traces (> 0)
+    eval_every: int = 25                # held-out evaluation every N steps (0: only at the end)
+    eval_problems: int = 256            # held-out problems per evaluation (>= 1)
     eval_split: str = "test"            # held-out split evaluated every eval_every steps ("val" when choosing
                                         #   learning rates, so the reported "test" numbers are not selected on)
-    eval_sampled: bool = True
+    eval_sampled: bool = True           # also evaluate sampling at temperature 1, next to greedy
     num_samples: int = 4                # token-level samples per record
     student_samples_every: int = 10     # source="teacher": sample the student on the step's prompts every
                                         #   N steps, teacher-scored, as evaluation (0: off; student_samples.py)
-    seed: int = 0
-    device: str = "auto"
+    lora_r: int = 0                     # train LoRA adapters of this rank on a Hugging Face student instead of all
+                                        #   its weights (0: full fine-tuning; needs peft)
+    lora_alpha: float | None = None     # LoRA scaling alpha (default: 2 x lora_r)
+    lora_targets: str | None = None     # comma-separated module names the adapters go on, e.g. q_proj,v_proj
+                                        #   (default: every linear layer of the blocks)
+    alignment: str = "exact"            # exact | truncate: truncate cuts the teacher's logits to the student's
+                                        #   embedding rows when the pair shares a tokenizer but pads it differently
+    dtype: str = "auto"                 # auto (bf16 on GPUs that support it, else fp16; fp32 on CPU) | float32 |
+                                        #   bfloat16 | float16: the weights' dtype of both models
+    teacher_device: str | None = None   # where the frozen teacher runs, e.g. cpu to keep it off the GPU (default:
+                                        #   the student's device)
+    seed: int = 0                       # problems and sampling of step k are a function of (seed, k)
+    device: str = "auto"                # auto (cuda when visible, else cpu) | cpu | cuda | cuda:N | mps
     out: str | None = None              # run directory (None: nothing written)
-    overwrite: bool = False
+    overwrite: bool = False             # replace an existing run directory `out`
     save_every: int = 0                 # checkpoint every N steps (0: only at the end / on stop)
     max_nonfinite: int = 5              # consecutive skipped non-finite updates before stopping
     warn_truncation: float = 0.5        # early warning: truncated fraction threshold (LengthAlarm)
     warn_repetition: float = 0.3        # early warning: repetition rate threshold
     warn_rise: float = 0.3              # early warning: rise within warn_window steps
-    warn_window: int = 10
+    warn_window: int = 10               # early warning: steps the rise is measured over (>= 2)
     warn_shrink: float = 0.5            # early warning: mean length <= this x the first step's (0: off)
     on_warning: str = "none"            # "none" | "checkpoint" | "stop" when the early warning fires
     name: str | None = None             # label of the run in dashboards and tables
@@ -199,6 +217,22 @@ def _init_recording_explicit(self, *args, **kwargs):
 _init_recording_explicit.__signature__ = inspect.signature(_dataclass_init)
 _init_recording_explicit.__doc__ = _dataclass_init.__doc__
 TrainConfig.__init__ = _init_recording_explicit
+
+
+def field_docs() -> dict[str, str]:
+    """Each TrainConfig field's documentation: the comment written beside it in this file (its continuation
+    lines included). The one place fields are documented; `python -m workbench train --help` shows these."""
+    src = inspect.getsource(TrainConfig).split("\n    @classmethod")[0]
+    docs, current = {}, None
+    for line in src.splitlines()[1:]:
+        code, _, comment = line.partition("#")
+        name = code.strip().split(":")[0] if ":" in code and code.startswith("    ") and code.strip() else None
+        if name and name.isidentifier():
+            current = name
+            docs[name] = comment.strip()
+        elif current and not code.strip() and comment:
+            docs[current] += " " + comment.strip()
+    return docs
 
 
 class ConfigError(ValueError):
@@ -298,10 +332,24 @@ def validate(cfg: TrainConfig) -> None:
     need(not (cfg.vopd and cfg.loss != "sampled_token"), "vopd is a baseline for loss='sampled_token' only")
     need(cfg.data is None or (isinstance(cfg.data, str) and cfg.data.strip() != ""),
          f"data must be the path of a JSONL file of problems, got {cfg.data!r}")
+    need(isinstance(cfg.lora_r, int) and not isinstance(cfg.lora_r, bool) and cfg.lora_r >= 0,
+         f"lora_r must be a LoRA rank >= 1 (or 0 for full fine-tuning), got {cfg.lora_r!r}")
+    need(cfg.lora_alpha is None or (isinstance(cfg.lora_alpha, (int, float)) and cfg.lora_alpha > 0),
+         f"lora_alpha must be positive, got {cfg.lora_alpha!r}")
+    need(cfg.lora_r > 0 or (cfg.lora_alpha is None and cfg.lora_targets is None),
+         "lora_alpha / lora_targets configure LoRA adapters; also pass lora_r (--lora R), the adapters' rank")
+    if cfg.lora_r:
+        need(importlib.util.find_spec("peft") is not None,
+             "lora_r > 0 trains LoRA adapters, which needs the peft package: pip install peft")
+    need(cfg.alignment in ALIGNMENTS, f"alignment must be one of {ALIGNMENTS}, got {cfg.alignment!r}")
+    need(cfg.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {cfg.dtype!r}")
     need(isinstance(cfg.device, str), f"device must be a string such as 'auto', 'cpu' or 'cuda', got {cfg.device!r}")
-    if cfg.device != "auto":
+    for name in ("device", "teacher_device"):
+        v = getattr(cfg, name)
+        if v is None or v == "auto":
+            continue
         try:
-            torch.device(cfg.device)
-        except (RuntimeError, ValueError):
-            raise ConfigError(f"device {cfg.device!r} is not a device name; use 'auto', 'cpu', 'cuda', "
+            torch.device(v)
+        except (RuntimeError, ValueError, TypeError):
+            raise ConfigError(f"{name} {v!r} is not a device name; use 'auto', 'cpu', 'cuda', "
                               "'cuda:0' or 'mps'") from None

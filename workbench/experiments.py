@@ -171,17 +171,25 @@ def step_cap(task, budget_tokens: int, batch_size: int, safety: float = 2.0) -> 
 
 
 def train(method: str, callbacks=(), *, student=None, teacher=None, tokenizer=None, baseline: dict | None = None,
-          log: RecordLog | None = None, budget_tokens: int | None = None, **overrides) -> Trainer:
+          log: RecordLog | None = None, budget_tokens: int | None = None, task=None, teacher_name: str | None = None,
+          student_name: str | None = None, **overrides) -> Trainer:
     """Build a trainer for `method` (a preset plus overrides) and run it; returns the trainer.
 
     `student`/`tokenizer`: start from a model object (e.g. another run's student, copied) instead of
     the zoo student; `teacher`: score with a model object (used as is, not copied) instead of the zoo teacher. `baseline`: an evaluation of the starting model to put at step 0 of `log`'s curve.
-    `budget_tokens`: stop once this many student tokens were processed.
+    `budget_tokens`: stop once this many student tokens were processed. `task`: a Task object (or name / import
+    path) to train on instead of `overrides["task"]`. `teacher_name`/`student_name`: the checkpoints the model
+    objects were loaded from, recorded in the config (a run directory with them can be resumed).
     """
+    overrides.update({k: v for k, v in (("teacher", teacher_name), ("student", student_name)) if v is not None})
+    if task is not None and not isinstance(task, str):
+        overrides.pop("task", None)                 # the object is the task; the config records its import path
+    elif task is not None:
+        overrides["task"], task = task, None
     cfg = TrainConfig.for_method(method, **overrides)
     if student is not None:
         student = copy.deepcopy(student)
-    trainer = Trainer(cfg, student=student, teacher=teacher, tokenizer=tokenizer)
+    trainer = Trainer(cfg, student=student, teacher=teacher, tokenizer=tokenizer, task=task)
     cbs = list(callbacks)
     if log is not None:
         if log not in cbs:

@@ -40,8 +40,7 @@ from . import zoo
 from .config import ConfigError, TrainConfig, apply_preset
 from .hub import chat_prompt_ids, load_tokenizer
 from .runs import load_config
-from .tasks import get_task
-from .tasks.jsonl import JsonlProblems
+from .tasks.jsonl import task_with_data
 
 TARGETS = ("trl", "verl")
 
@@ -50,7 +49,12 @@ RUN_LOCAL = frozenset({
     "method", "source", "signal", "name", "device", "out", "overwrite", "save_every",
     "eval_every", "eval_problems", "eval_split", "eval_sampled", "num_samples", "student_samples_every", "max_nonfinite",
     "warn_truncation", "warn_repetition", "warn_rise", "warn_window", "warn_shrink", "on_warning",
+    "dtype", "teacher_device",
 })
+
+# settings this export does not carry over yet although the engines have their own (set them there by hand),
+# with the value at which nothing is lost
+NOT_EXPORTED = {"lora_r": 0, "lora_alpha": None, "lora_targets": None, "alignment": "exact"}
 
 # settings of the loss / advantage that have no counterpart in either engine, with the value at
 # which they do nothing (a run at that value loses nothing by the export)
@@ -162,9 +166,7 @@ def _inert(cfg: TrainConfig, name: str) -> bool:
 
 def _prompts(cfg: TrainConfig) -> tuple[list[dict], list[dict], bool]:
     """(train rows, test rows, conversational?) as {"prompt", "answer"} from the run's task / data file."""
-    task = get_task(cfg.task)
-    if cfg.data:
-        task = JsonlProblems(cfg.data, base=task)
+    _, task = task_with_data(cfg.task, cfg.data)
     chat = hasattr(task, "user_message")
     train = getattr(task, "rows", None) or getattr(task, "train", None) or \
         task.problems(min(cfg.steps * cfg.batch_size // cfg.num_generations, 20000), seed=cfg.seed, split="train")
@@ -201,6 +203,12 @@ def _leftovers(cfg: TrainConfig, ex: Export, handled: set) -> None:
         if n in handled or n in ex.mapped or n in ex.approximated or n in ex.unmapped:
             continue
         if n in RUN_LOCAL or _inert(cfg, n):
+            continue
+        if n in NOT_EXPORTED:
+            v = getattr(cfg, n)
+            if v != NOT_EXPORTED[n]:
+                ex.unmapped[n] = (f"{n}={v!r}: not exported yet; set {ex.target}'s own option by hand (TRL: its "
+                                  "peft / ModelConfig LoRA settings; the vocabulary alignment has no setting there)")
             continue
         if n in NEUTRAL:
             v = getattr(cfg, n)
@@ -305,8 +313,9 @@ def _to_trl(cfg: TrainConfig, out: Path, num_processes: int) -> Export:
     y["logging_steps"] = 1
     y["report_to"] = "none"
     y["use_peft"] = False
-    ex.notes.append("LoRA is not recorded in config.json (it is set on the loaded pair, workbench.hf.LoraSpec); for "
-                    "a LoRA student set use_peft: true, lora_r, lora_alpha, lora_target_modules in the YAML")
+    ex.notes.append("LoRA is not exported: a LoRA set on a loaded pair (workbench.hf.LoraSpec) is not in config.json, "
+                    "and lora_r (--lora) is listed as unmapped; for a LoRA student set use_peft: true, lora_r, "
+                    "lora_alpha, lora_target_modules in the YAML")
     ex.notes.append("TRL trains in bf16 by default; on a CPU add --bf16 false")
     _leftovers(cfg, ex, handled)
 
@@ -426,7 +435,8 @@ def _to_verl(cfg: TrainConfig, out: Path, num_processes: int) -> Export:
     if source != "openai/gsm8k":
         ex.notes.append(f"verl scores every rollout with the reward function of data_source {source!r} even with "
                         "use_task_rewards=False; point custom_reward_function.path at one")
-    ex.notes.append("LoRA is not recorded in config.json; for a LoRA student add actor_rollout_ref.model.lora_rank=R "
+    ex.notes.append("LoRA is not exported (a LoRA set on a loaded pair is not in config.json; lora_r is listed as "
+                    "unmapped); for a LoRA student add actor_rollout_ref.model.lora_rank=R "
                     "actor_rollout_ref.model.lora_alpha=A")
     _leftovers(cfg, ex, handled)
 

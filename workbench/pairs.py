@@ -25,7 +25,6 @@ from .config import ConfigError
 from .hub import load_config, load_model, load_tokenizer
 from .models import count_params, pick_device, pick_dtype
 from .sampling import cache_kwarg
-from .tokenizer import vocab_mismatch
 
 class TeacherView(torch.nn.Module):
     """A frozen teacher seen from the student's device and vocabulary.
@@ -172,46 +171,101 @@ def check_checkpoint(role: str, name: str) -> None:
     checkpoint_location(role, name)
 
 
-def load_checkpoint(role: str, name: str, device: str, trainable: bool = True):
-    """(model, tokenizer) of a zoo name, checkpoint directory or hub id: frozen unless `trainable`; errors name the
-    fix. The one public way to load a single checkpoint; `models.load_checkpoint` does the loading."""
+def _load_error(role: str, name: str, e: Exception) -> ConfigError:
+    return ConfigError(f"could not load the {role} checkpoint {name!r} ({type(e).__name__}: {e}); it must be a "
+                       "directory written by save_pretrained (config.json, weights, tokenizer files), a zoo "
+                       "name, or a hub id in the local Hugging Face cache or reachable over the network")
+
+
+def load_checkpoint(role: str, name: str, device: str, trainable: bool = True, dtype=None):
+    """(model, tokenizer) of a zoo name, checkpoint directory or hub id: frozen unless `trainable`, in `dtype`
+    (None: float32 on the CPU); errors name the fix. The one public way to load a single checkpoint;
+    `models.load_checkpoint` does the loading."""
     where = checkpoint_location(role, name)
     try:
-        return models.load_checkpoint(where, device=device, trainable=trainable)
+        return models.load_checkpoint(where, device=device, trainable=trainable, dtype=dtype)
     except FileNotFoundError:
         raise
     except Exception as e:
-        raise ConfigError(f"could not load the {role} checkpoint {name!r} ({type(e).__name__}: {e}); it must be a "
-                          "directory written by save_pretrained (config.json, weights, tokenizer files), a zoo "
-                          "name, or a hub id in the local Hugging Face cache or reachable over the network") from e
+        raise _load_error(role, name, e) from e
 
 
-def check_vocab(t_tok, s_tok, t_name: str, s_name: str) -> None:
-    problem = vocab_mismatch(t_tok, s_tok)
-    if problem:
-        raise ConfigError(f"teacher {t_name!r} and student {s_name!r} tokenizers differ: {problem}. "
-                          "On-policy distillation compares log-probs token by token, so both must "
-                          "share one vocabulary; use a pair built for the same task/tokenizer")
+def _tokenizer_and_config(role: str, name: str):
+    """A checkpoint reference's tokenizer and config (no weights), with load_checkpoint's error for a broken one."""
+    where = checkpoint_location(role, name)
+    try:
+        return load_tokenizer(where), load_config(where)
+    except FileNotFoundError:
+        raise
+    except Exception as e:
+        raise _load_error(role, name, e) from e
 
 
-def load_named_pair(teacher: str, student: str, device: str = "cpu", *, load_teacher: bool = True) -> Pair:
+def check(teacher, student, tokenizer=None, *, alignment: str = "exact", uses_teacher: bool = True):
+    """The compatibility report (`compat.check_pair`) of a pair given as names/paths or model objects, before
+    any weights load: the one check the CLI, `Trainer`, `compare` and `load_named_pair` share.
+
+    A name is read from disk (tokenizer + config). A model object is read from its `.config` with `tokenizer`
+    (a teacher object is taken to use the student's tokenizer). `teacher=None`: the student alone.
+    """
+    def read(role, model, tok):
+        if model is None:
+            return None, None
+        if isinstance(model, (str, Path)):
+            return _tokenizer_and_config(role, str(model))
+        if tok is None:
+            raise ConfigError(f"a {role} model object needs its tokenizer: pass tokenizer=...")
+        return tok, model.config
+
+    s_tok, s_cfg = read("student", student, tokenizer)
+    t_tok, t_cfg = read("teacher", teacher, tokenizer or s_tok)
+    if t_tok is None:
+        t_tok, t_cfg, uses_teacher = s_tok, s_cfg, False
+    name = lambda m: str(m) if isinstance(m, (str, Path)) else f"<{type(m).__name__} object>"   # noqa: E731
+    return check_pair(t_tok, s_tok, t_cfg, s_cfg, alignment=alignment, uses_teacher=uses_teacher,
+                      teacher_name=name(teacher if teacher is not None else student), student_name=name(student))
+
+
+def load_named_pair(teacher: str, student: str, device: str = "cpu", *, load_teacher: bool = True,
+                    alignment: str = "exact", dtype=None, teacher_device=None) -> Pair:
     """A `Pair` (teacher frozen or None, student trainable, the student's tokenizer, the compatibility report)
-    from zoo names, checkpoint directories or hub ids: both references checked before loading
-    (`checkpoint_location`), one shared vocabulary and `compat.check_pair` after (its errors raised, its
-    warnings kept in `pair.report`). Full-weight models in float32 on `device`; for LoRA, bf16 and a teacher
-    on another device, use `load_pair`."""
-    check_checkpoint("student", student)
-    if load_teacher:
-        check_checkpoint("teacher", teacher)
-    s_model, s_tok = load_checkpoint("student", student, str(device))
+    from zoo names, checkpoint directories or hub ids. Both references are checked before any weights load
+    (`check`: each is a checkpoint, one vocabulary, EOS/PAD, embedding sizes, special ids; its errors raised, its
+    warnings kept in `pair.report`). Full-weight models in `dtype` (None: float32 on the CPU) on `device`, the
+    teacher on `teacher_device` (default `device`) and cut to the student's rows with alignment='truncate'; for
+    LoRA, bf16 by default and 8-bit teachers, use `load_pair`."""
+    report = check(teacher if load_teacher else None, student, alignment=alignment)
+    report.raise_if_errors()
+    s_model, s_tok = load_checkpoint("student", student, str(device), dtype=dtype)
     t_model, t_tok = None, s_tok
     if load_teacher:
-        t_model, t_tok = load_checkpoint("teacher", teacher, str(device), trainable=False)
-        check_vocab(t_tok, s_tok, teacher, student)
-    report = check_pair(t_tok, s_tok, (t_model or s_model).config, s_model.config, uses_teacher=load_teacher,
-                        teacher_name=str(teacher), student_name=str(student))
-    report.raise_if_errors()
-    dev = next(s_model.parameters()).device
+        t_model, t_tok = load_teacher_model(teacher, device, dtype=dtype, teacher_device=teacher_device,
+                                            alignment=alignment, student_config=s_model.config)
+    info = {"teacher_device": str(t_model.device)} if t_model is not None else {}
     return Pair(teacher=t_model, student=s_model, tokenizer=s_tok, teacher_tokenizer=t_tok, report=report,
-                teacher_name=str(teacher), student_name=str(student), device=dev,
-                dtype=next(s_model.parameters()).dtype)
+                teacher_name=str(teacher), student_name=str(student), device=next(s_model.parameters()).device,
+                dtype=next(s_model.parameters()).dtype, info=info)
+
+
+def load_teacher_model(teacher: str, device, *, dtype=None, teacher_device=None, alignment: str = "exact",
+                       student_config=None):
+    """(frozen teacher, its tokenizer) from a name/path on `teacher_device` (default `device`), the model seen
+    through `TeacherView` when it runs elsewhere or its logits are cut to the student's embedding rows
+    (alignment='truncate')."""
+    t_dev = torch.device(teacher_device) if teacher_device else torch.device(device)
+    t_model, t_tok = load_checkpoint("teacher", teacher, str(t_dev), trainable=False, dtype=dtype)
+    return view_teacher(t_model, device, student_config, alignment=alignment), t_tok
+
+
+def view_teacher(t_model, device, student_config, *, alignment: str = "exact"):
+    """`t_model` as the student sees it: a TeacherView when it lives on another device or has more embedding
+    rows than the student (alignment='truncate', which `check` has allowed); else unchanged."""
+    if isinstance(t_model, TeacherView):
+        return t_model
+    t_rows = getattr(t_model.config, "vocab_size", None)
+    s_rows = getattr(student_config, "vocab_size", None) if student_config is not None else None
+    cut = s_rows if (alignment == "truncate" and t_rows and s_rows and t_rows > s_rows) else None
+    t_dev = next(t_model.parameters()).device
+    if cut is not None or t_dev != torch.device(device):
+        return TeacherView(t_model, out_device=device, vocab_size=cut)
+    return t_model

@@ -44,7 +44,7 @@ import torch
 from . import losses as L
 from . import objectives, pairs
 from . import zoo
-from .adapters import reference_policy
+from .adapters import add_lora, is_peft, load_adapter, lora_spec, reference_policy
 from .batching import decode_completions, forced_rollout, prompt_batch
 from .config import ConfigError, TrainConfig, apply_preset, generation_length, validate
 from .costs import CostMeter
@@ -57,8 +57,8 @@ from .rollout import completion_logits, sample
 from .runs import RunDir, RunDirError, RunDirLocked, latest_checkpoint, load_config, preflight
 from .sampling import seed_for
 from .student_samples import student_samples
-from .tasks import get_task
-from .tasks.jsonl import JsonlProblems
+from .tasks import TaskSpecError, get_task, rebuildable, task_ref, task_spec
+from .tasks.jsonl import task_with_data
 from .tokenizer import token_strings
 
 EVAL_SEED = 0
@@ -83,25 +83,25 @@ class RunDirWriter:
 
 
 def _task_for(cfg: TrainConfig, task=None):
-    """The task object a config trains on (a JSONL file's problems when `cfg.data`); checks the eval split.
-    The config is checked with its preset (a bad config fails before a data file is read); `resolve_config`
-    decides the run's config."""
+    """(the task as named, the task trained on: with `cfg.data`'s problems, `tasks.jsonl.task_with_data`); checks the
+    eval split. `task` (an object, name, import path or recorded spec) overrides `cfg.task`. The config is checked
+    with its preset (a bad config fails before a data file is read); `resolve_config` decides the run's config."""
     validate(apply_preset(cfg))
-    task_obj = get_task(task if task is not None else cfg.task)
-    if cfg.data:
-        task_obj = JsonlProblems(cfg.data, base=task_obj)     # bad rows fail here, naming file and line
+    # bad rows fail here, naming file and line
+    base, task_obj = task_with_data(task if task is not None else cfg.task, cfg.data)
     if cfg.eval_split not in task_obj.splits:
         raise ConfigError(f"eval_split {cfg.eval_split!r} is not a split of task {task_obj.name!r}; choose one "
                           f"of {[s for s in task_obj.splits if s != 'train']}")
-    return task_obj
+    return base, task_obj
 
 
-def resolve_config(cfg: TrainConfig, task, *, teacher_given: bool = False, student_given: bool = False
-                   ) -> TrainConfig:
+def resolve_config(cfg: TrainConfig, task, *, teacher_given: bool = False, student_given: bool = False,
+                   task_name: str | None = None) -> TrainConfig:
     """The complete config a run uses, decided once: the method's preset applied, every field validated,
     teacher/student named (the task's zoo pair by default; "<object>" for a model passed in without a
     name), the generation length decided (`config.generation_length`, at least the task's longest
-    reference solution + EOS). Pure: `cfg` is not changed; the result is frozen.
+    reference solution + EOS), `task` recorded as `task_name` when given (`tasks.task_ref`: a built-in name
+    or the class's import path). Pure: `cfg` is not changed; the result is frozen.
     """
     cfg = apply_preset(cfg)
     validate(cfg)
@@ -116,7 +116,7 @@ def resolve_config(cfg: TrainConfig, task, *, teacher_given: bool = False, stude
                           f"({min_new} tokens for its longest reference solution + EOS); raise it")
     return replace(cfg, teacher=t_name if not teacher_given else (cfg.teacher or "<object>"),
                    student=s_name if not student_given else (cfg.student or "<object>"),
-                   max_new_tokens=max_new).frozen()
+                   max_new_tokens=max_new, task=task_name or cfg.task).frozen()
 
 
 class Trainer:
@@ -133,8 +133,11 @@ class Trainer:
             cfg = TrainConfig.for_method(overrides.pop("method", "opd"), **overrides)
         elif overrides:
             raise ConfigError("pass either a TrainConfig or keyword options, not both")
-        self.task = _task_for(cfg, task)
-        cfg = resolve_config(cfg, self.task, teacher_given=teacher is not None, student_given=student is not None)
+        base, self.task = _task_for(cfg, task)
+        cfg = resolve_config(cfg, self.task, teacher_given=teacher is not None, student_given=student is not None,
+                             task_name=task_ref(base))
+        # what a run directory records to rebuild the task on --resume: class import path + constructor params
+        self.task_spec = task_spec(self.task) if cfg.out is not None else None
         self.device = pick_device(cfg.device)
         self.teacher_scores = objectives.teacher_scores(cfg)
         need_teacher = objectives.needs_teacher_model(cfg)
@@ -146,31 +149,39 @@ class Trainer:
                 raise
             except RunDirError as e:
                 raise ConfigError(str(e)) from None
-        if student is None:
-            pairs.check_checkpoint("student", s_name)
-        if teacher is None and need_teacher:
-            pairs.check_checkpoint("teacher", t_name)
+        adapter_from = None
+        if student is None and cfg.lora_r and _student_from:   # a LoRA run's checkpoints hold only its adapter
+            adapter_from, s_name = _student_from, cfg.student
+        if student is not None and tokenizer is None:
+            raise ConfigError("a student model object needs its tokenizer: pass tokenizer=...")
+        # one compatibility check for every way in (CLI, Python, compare), before any weights load
+        uses_teacher = need_teacher or teacher is not None
+        self.compat = pairs.check(teacher if teacher is not None else (t_name if need_teacher else None),
+                                  student if student is not None else s_name, tokenizer,
+                                  alignment=cfg.alignment, uses_teacher=uses_teacher)
+        self.compat.raise_if_errors()
         self.cfg = cfg
 
         # ---- models -----------------------------------------------------------------------
         if student is None:
-            student, s_tok = pairs.load_checkpoint("student", s_name, str(self.device))
+            student, s_tok = pairs.load_checkpoint("student", s_name, str(self.device), dtype=cfg.dtype)
         else:
             s_tok = tokenizer
             student = student.to(self.device)
-        if s_tok is None:
-            raise ConfigError("a student model object needs its tokenizer: pass tokenizer=...")
+        if cfg.lora_r and not is_peft(student):
+            student = (load_adapter(student, adapter_from, trainable=True) if adapter_from
+                       else add_lora(student, lora_spec(cfg)))
         self.tokenizer = s_tok
         self.teacher = None
-        if need_teacher or teacher is not None:
+        if uses_teacher:
             if teacher is None:
-                teacher, t_tok = pairs.load_checkpoint("teacher", t_name, str(self.device), trainable=False)
-                pairs.check_vocab(t_tok, s_tok, t_name, s_name)
-            teacher = teacher.to(self.device).eval().requires_grad_(False)
-            if teacher.config.vocab_size != student.config.vocab_size:
-                raise ConfigError(f"teacher vocab_size {teacher.config.vocab_size} != student vocab_size "
-                                  f"{student.config.vocab_size}; the pair must share one tokenizer")
-            self.teacher = teacher
+                teacher, _ = pairs.load_teacher_model(t_name, self.device, dtype=cfg.dtype, alignment=cfg.alignment,
+                                                      teacher_device=cfg.teacher_device,
+                                                      student_config=student.config)
+            else:
+                teacher = pairs.view_teacher(teacher if cfg.teacher_device else teacher.to(self.device), self.device,
+                                             student.config, alignment=cfg.alignment)
+            self.teacher = teacher.eval().requires_grad_(False)
         bad = [c for c in self.task.charset if s_tok.convert_tokens_to_ids(c) in (None, s_tok.unk_token_id)]
         if bad:
             raise ConfigError(f"the student's tokenizer lacks characters of task {self.task.name!r}: {bad}; "
@@ -201,8 +212,8 @@ class Trainer:
         # ---- run directory ------------------------------------------------------------------
         self.run_dir = None
         if cfg.out is not None:
-            self.run_dir = RunDir(cfg.out, {"config": cfg.to_dict()}, overwrite=cfg.overwrite,
-                                  resume=_resume_dir is not None)
+            self.run_dir = RunDir(cfg.out, {"config": cfg.to_dict(), "task": self.task_spec},
+                                  overwrite=cfg.overwrite, resume=_resume_dir is not None)
 
     # =========================================================================================
     # one step
@@ -651,17 +662,31 @@ class Trainer:
             self.run_dir.close()
 
     @classmethod
-    def resume(cls, run_dir, steps: int | None = None) -> "Trainer":
+    def resume(cls, run_dir, steps: int | None = None, task=None) -> "Trainer":
         """Rebuild a trainer from a run directory's config and its latest checkpoint.
 
         Model, optimizer, costs, counters and RNG states come back; the per-step randomness is a function
         of (seed, step), so the resumed run repeats exactly what an uninterrupted one would have done.
         Steps logged after the checkpoint are dropped from metrics.jsonl / samples.jsonl (they are re-run).
+        The task is rebuilt from the directory's record (its class's import path and parameters); `task`
+        passes it instead (needed for a task class defined in a notebook, which no other process can import).
         """
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
             raise FileNotFoundError(f"cannot resume {str(run_dir)!r}: no such run directory")
-        cfg = TrainConfig.from_dict(load_config(run_dir)["config"])
+        record = load_config(run_dir)
+        cfg = TrainConfig.from_dict(record["config"])
+        if task is None and record.get("task"):
+            spec = record["task"]
+            if not rebuildable(spec):
+                raise ConfigError(f"cannot resume {str(run_dir)!r}: its task {spec['class']} was defined in a "
+                                  "notebook or script, which this process cannot import; pass it "
+                                  "(Trainer.resume(dir, task=MyTask(...))) or move the class into a module")
+            try:
+                task = get_task(spec)
+            except (TaskSpecError, ValueError, FileNotFoundError) as e:
+                raise ConfigError(f"cannot resume {str(run_dir)!r}: its task could not be rebuilt from the "
+                                  f"record {spec}: {e}") from None
         if steps is not None:
             cfg = replace(cfg, steps=steps)
         for role in ("student", "teacher"):
@@ -673,7 +698,7 @@ class Trainer:
         if ck is None:
             raise FileNotFoundError(f"{str(run_dir)!r} has no checkpoint to resume from; start a new run instead")
         # the student's weights come from the checkpoint; its name in the config stays the run's starting point
-        trainer = cls(replace(cfg, out=str(run_dir)), _resume_dir=str(run_dir), _student_from=str(ck))
+        trainer = cls(replace(cfg, out=str(run_dir)), task=task, _resume_dir=str(run_dir), _student_from=str(ck))
         state = torch.load(ck / "trainer_state.pt", map_location=trainer.device, weights_only=False)
         trainer.opt.load_state_dict(state["optimizer"])
         trainer.costs.load_state_dict(state["costs"])
@@ -720,8 +745,13 @@ class ProgressPrinter:
 
 def trainer_for(pair: "pairs.Pair", task, method: str = "opd", **overrides):
     """A `Trainer` on the pair's objects (teacher left out for methods that never use it)."""
+    # what the pair was loaded with, recorded (LoRA set on the pair is not: its adapters live on the objects)
+    t_dev = pair.info.get("teacher_device")
+    loaded = {"alignment": pair.report.alignment, "dtype": str(pair.dtype).replace("torch.", ""),
+              **({"teacher_device": t_dev} if t_dev and t_dev != str(pair.device) else {})}
     cfg = TrainConfig.for_method(method, **{"task": getattr(task, "name", str(task)), "teacher": pair.teacher_name,
-                                            "student": pair.student_name, "device": str(pair.device), **overrides})
+                                            "student": pair.student_name, "device": str(pair.device), **loaded,
+                                            **overrides})
     uses_teacher = objectives.needs_teacher_model(cfg)
     if uses_teacher and pair.teacher is None:
         raise ConfigError(f"method {method!r} needs the teacher; load the pair with load_teacher=True")

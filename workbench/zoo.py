@@ -26,6 +26,8 @@ For `addition` (3-5 digit operands, padded to 5):
 
 `python -m workbench zoo build` retrains every entry from scratch with fixed
 seeds (CPU, deterministic for a given torch build and thread count);
+`python -m workbench zoo build --task module:Class --out DIR` runs the same recipe (`recipes_for`:
+teacher, then weak student) for your own task;
 `python -m workbench zoo list` prints size, parameters and measured accuracy.
 Accuracy is greedy exact match on 512 held-out `test` problems (about +-2%).
 """
@@ -45,7 +47,7 @@ from .batching import forced_rollout
 from .evaluation import evaluate
 from .models import build_model
 from .rollout import completion_logits
-from .tasks import get_task
+from .tasks import Task, get_task, task_spec
 from .tokenizer import build_tokenizer
 
 ZOO_DIR = Path(__file__).parent / "zoo_ckpt"
@@ -54,8 +56,22 @@ EVAL_PROBLEMS, EVAL_SEED = 512, 0
 
 @dataclass(frozen=True)
 class Recipe:
-    """How one zoo checkpoint is made: SFT on a task split's reference solutions."""
-    task: str
+    """How one zoo checkpoint is made: SFT of a fresh model on a task split's reference solutions.
+
+    Fields:
+      task             the task: a name (`addition`), an import path (`module:Class`) or a Task object
+      preset           model size, a key of `models.PRESETS`: "tiny-teacher" (d128 x 4 layers, ~1M params),
+                       "tiny-student" (d64 x 2, ~0.13M), "nano" (d32 x 1)
+      split            the task split whose problems (fresh every step) it is trained on
+      steps            optimiser steps; batch_size problems per step
+      lr, warmup       peak learning rate; linear warm-up steps, then cosine decay to 10% (`lr_at`)
+      seed             model initialisation and problem stream
+      arch             "llama" or another family `models.make_config` builds
+      role             "teacher" or "student" (listing only)
+      label_smoothing  keeps some probability on every token (see the student's note above)
+      mix_split, mix_frac  draw a fraction `mix_frac` of each batch from `mix_split` instead of `split`
+    """
+    task: str | Task
     preset: str
     split: str
     steps: int
@@ -68,6 +84,35 @@ class Recipe:
     label_smoothing: float = 0.0    # keeps some probability on every token (see the student's note)
     mix_split: str | None = None     # draw a fraction `mix_frac` of each batch from this split instead
     mix_frac: float = 0.0
+
+    def to_dict(self) -> dict:
+        """The recipe as JSON (a Task object as its import path and parameters, `tasks.task_spec`)."""
+        d = {f: getattr(self, f) for f in self.__dataclass_fields__}
+        if isinstance(self.task, Task):
+            d["task"] = task_spec(self.task)
+        return d
+
+
+TEACHER_STEPS, STUDENT_STEPS = 2500, 1500
+
+
+def recipes_for(task, *, teacher_steps: int = TEACHER_STEPS, student_steps: int = STUDENT_STEPS, seed: int = 0
+                ) -> dict[str, Recipe]:
+    """The documented recipe for any character-level task: {"<name>-teacher": ..., "<name>-student": ...}.
+
+    Teacher: "tiny-teacher" SFT on `train` for `teacher_steps`. Weak student: "tiny-student" for
+    `student_steps`, on the neighbouring `short` split with 3% of each batch from `train` when the task has
+    a `short` split (the shipped addition student, see above), else on `train` (then it is weaker by size and
+    steps only). Warm-up is 100 steps, or a tenth of a shorter run.
+    """
+    t = get_task(task)
+    split, mix_split, mix_frac = ("short", "train", 0.03) if "short" in t.splits else ("train", None, 0.0)
+    warm = lambda steps: min(100, max(1, steps // 10))     # noqa: E731
+    return {f"{t.name}-teacher": Recipe(task, "tiny-teacher", "train", steps=teacher_steps, role="teacher",
+                                        warmup=warm(teacher_steps), seed=seed),
+            f"{t.name}-student": Recipe(task, "tiny-student", split, steps=student_steps, role="student",
+                                        mix_split=mix_split, mix_frac=mix_frac, warmup=warm(student_steps),
+                                        seed=seed)}
 
 
 @dataclass(frozen=True)
@@ -98,9 +143,7 @@ class PlateauRecipe:
 
 
 RECIPES = {
-    "addition-teacher": Recipe("addition", "tiny-teacher", "train", steps=2500, role="teacher"),
-    "addition-student": Recipe("addition", "tiny-student", "short", steps=1500, role="student",
-                               mix_split="train", mix_frac=0.03),
+    **recipes_for("addition"),     # addition-teacher, addition-student
     "addition-student-sft": PlateauRecipe("addition", init="addition-student", teacher="addition-teacher"),
 }
 
@@ -116,13 +159,16 @@ def lr_at(step: int, recipe: Recipe) -> float:
 def pretrain(recipe: Recipe, log=print):
     """Train a fresh model on the recipe's data (reference solutions, fresh problems every step)."""
     task = get_task(recipe.task)
+    if not task.charset:
+        raise ValueError(f"task {task.name!r} has no charset: the zoo recipe trains character-level models, so the "
+                         "task must list every character its prompts and solutions use (Task.charset)")
     tok = build_tokenizer(task.charset)
     torch.manual_seed(recipe.seed)
     model = build_model(recipe.preset, tok, recipe.arch, seed=recipe.seed)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.01, betas=(0.9, 0.98))
     rng = random.Random(f"pretrain:{recipe.task}:{recipe.split}:{recipe.seed}")
-    t0 = time.time()
+    t0 = last_log = time.time()
     for step in range(recipe.steps):
         problems = [task.make_problem(rng, recipe.mix_split if recipe.mix_split and rng.random() < recipe.mix_frac
                                       else recipe.split) for _ in range(recipe.batch_size)]
@@ -138,13 +184,14 @@ def pretrain(recipe: Recipe, log=print):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        if step % 250 == 0 or step == recipe.steps - 1:
+        if step % 250 == 0 or step == recipe.steps - 1 or time.time() - last_log >= 30:   # a line at least every 30 s
+            last_log = time.time()
             log(f"  step {step:5d}/{recipe.steps}  loss {loss.item():.4f}  {time.time() - t0:6.1f}s")
     model.eval()
     return model, tok
 
 
-def measure(model, tok, task_name: str, split: str = "test", n: int = EVAL_PROBLEMS) -> dict:
+def measure(model, tok, task_name, split: str = "test", n: int = EVAL_PROBLEMS) -> dict:
     task = get_task(task_name)
     return evaluate(model, tok, task, task.problems(n, seed=EVAL_SEED, split=split))
 
@@ -182,7 +229,8 @@ def listing() -> list[dict]:
         p = ZOO_DIR / name
         meta = json.loads((p / "workbench.json").read_text()) if (p / "workbench.json").exists() else None
         size = sum(f.stat().st_size for f in p.glob("*") if f.is_file()) if p.exists() else 0
-        rows.append({"name": name, "role": recipe.role, "task": recipe.task, "preset": recipe.preset,
+        rows.append({"name": name, "role": recipe.role, "task": recipe.task if isinstance(recipe.task, str)
+                     else recipe.task.name, "preset": recipe.preset,
                      "params": meta["params"] if meta else None, "size_mb": round(size / 2**20, 2),
                      "accuracy": meta["eval"]["accuracy"] if meta else None,
                      "built": meta is not None, "train_s": meta["train_s"] if meta else None})

@@ -12,12 +12,17 @@ subclass with `charset`, `max_new_tokens` and `make_problem` (see
 """
 from __future__ import annotations
 
+import inspect
 import random
 from dataclasses import dataclass
 
 from ..tokenizer import encode_text
 
 ANSWER_SEP = "|"
+
+
+class TaskSpecError(ValueError):
+    """A task that cannot be found, constructed or recorded (the message says how to fix it)."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,28 @@ class Task:
 
     def make_problem(self, rng: random.Random, split: str) -> Problem:
         raise NotImplementedError
+
+    def params(self) -> dict:
+        """The constructor arguments that rebuild this task: `type(self)(**self.params())`.
+
+        Run directories record them (with the class's import path, `tasks.task_spec`) so that `--resume`
+        rebuilds the same task. Default: each `__init__` parameter read back from the attribute of the same
+        name (store `self.max_digits = max_digits` and it is recorded). A parameter with no such attribute is
+        an error here, never a silent default: store it, or override `params()`.
+        """
+        out = {}
+        if type(self).__init__ is object.__init__:      # no constructor of its own: nothing to record
+            return out
+        for name, p in list(inspect.signature(type(self).__init__).parameters.items())[1:]:
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                raise TaskSpecError(f"task {type(self).__qualname__} takes *args/**kwargs, which cannot be recorded "
+                                    "from its attributes; define params() returning its constructor arguments")
+            if not hasattr(self, name):
+                raise TaskSpecError(f"task {type(self).__qualname__} cannot be recorded: __init__ takes {name!r} but "
+                                    f"the instance has no attribute {name!r}; store it (self.{name} = {name}) or "
+                                    "define params() returning the constructor arguments")
+            out[name] = getattr(self, name)
+        return out
 
     # ---- everything below works for any subclass -------------------------------------
     def problems(self, n: int, seed: int = 0, split: str = "train") -> list[Problem]:

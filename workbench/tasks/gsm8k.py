@@ -68,15 +68,16 @@ def extract_answer(text: str) -> str | None:
     return normalize_number(found[-1]) if found else None
 
 
-def read_problems(path: str | Path) -> list[Problem]:
-    """Problems from a JSONL or parquet file of {question, answer}; malformed rows raise DataError (file:line)."""
+def read_table(path: str | Path, required=("question", "answer"),
+               hint: str = "GSM8K format has 'question' and 'answer' (a worked solution ending in '#### N')"
+               ) -> list[tuple[str, dict]]:
+    """(where, row) pairs of a JSONL or parquet file having the `required` columns; bad files raise DataError."""
     import pandas as pd   # optional-import: pandas costs ~1 s to import; only file readers need it
 
     p = Path(path).expanduser()
     if not p.exists():
-        raise FileNotFoundError(f"GSM8K data file {str(p)!r} does not exist; pass the path of a local JSONL or "
-                                f"parquet file with 'question' and 'answer' columns (a sample ships at "
-                                f"{SAMPLE_PATH})")
+        raise FileNotFoundError(f"data file {str(p)!r} does not exist; pass the path of a local JSONL or parquet "
+                                f"file with columns {list(required)} (a GSM8K sample ships at {SAMPLE_PATH})")
     suffix = p.suffix.lower()
     if suffix in (".jsonl", ".json"):
         rows, where = [], []
@@ -87,10 +88,10 @@ def read_problems(path: str | Path) -> list[Problem]:
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise DataError(f"{p}:{lineno}: not valid JSON ({e.msg}); each line must be one object "
-                                    '{"question": ..., "answer": "... #### N"}') from None
+                    raise DataError(f"{p}:{lineno}: not valid JSON ({e.msg}); each line must be one object with "
+                                    f"{list(required)}") from None
                 if not isinstance(obj, dict):
-                    raise DataError(f"{p}:{lineno}: expected a JSON object with 'question' and 'answer', "
+                    raise DataError(f"{p}:{lineno}: expected a JSON object with {list(required)}, "
                                     f"got {type(obj).__name__}")
                 rows.append(obj)
                 where.append(f"{p}:{lineno}")
@@ -100,18 +101,23 @@ def read_problems(path: str | Path) -> list[Problem]:
             df = pd.read_parquet(p)
         except ImportError as e:
             raise DataError(f"{p}: reading parquet needs pyarrow (or fastparquet): pip install pyarrow "
-                            f"({e})") from None
+                            f"({e}); or convert the file to JSONL") from None
         where = [f"{p}: row {i}" for i in range(len(df))]
     else:
         raise DataError(f"{p}: unsupported file type {suffix!r}; use .jsonl or .parquet")
     if len(df) == 0:
         raise DataError(f"{p}: no rows")
-    missing = [c for c in ("question", "answer") if c not in df.columns]
+    missing = [c for c in required if c not in df.columns]
     if missing:
-        raise DataError(f"{p}: missing column(s) {missing}; found {list(df.columns)}. GSM8K format has "
-                        "'question' and 'answer' (a worked solution ending in '#### N')")
+        raise DataError(f"{p}: missing column(s) {missing}; found {list(df.columns)}. {hint}")
+    return list(zip(where, df.to_dict("records")))
+
+
+def read_problems(path: str | Path) -> list[Problem]:
+    """Problems from a JSONL or parquet file of {question, answer}; malformed rows raise DataError (file:line)."""
     out = []
-    for loc, q, a in zip(where, df["question"].tolist(), df["answer"].tolist()):
+    for loc, row in read_table(path):
+        q, a = row["question"], row["answer"]
         if not isinstance(q, str) or not q.strip():
             raise DataError(f"{loc}: 'question' is empty or not text ({q!r})")
         if not isinstance(a, str) or FINAL not in a:
@@ -139,12 +145,14 @@ class GSM8K(Task):
         if max_new_tokens <= 0:
             raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}")
         self.path = Path(path) if path is not None else SAMPLE_PATH
+        self.test_path = Path(test_path) if test_path is not None else None
+        self.test_frac, self.seed = test_frac, seed          # kept: params() records them (run directories)
         self.max_new_tokens = int(max_new_tokens)
         self.instruction = instruction
         self.system_prompt = system_prompt
-        rows = read_problems(self.path)
+        rows = self.read(self.path)
         if test_path is not None:
-            self.train, self.test = rows, read_problems(test_path)
+            self.train, self.test = rows, self.read(test_path)
         else:
             order = list(range(len(rows)))
             random.Random(f"gsm8k-split:{seed}").shuffle(order)
@@ -156,6 +164,16 @@ class GSM8K(Task):
             self.train = [rows[i] for i in range(len(rows)) if i not in test_idx]
             if not self.test:          # test_frac=0: evaluate on the training problems (said plainly)
                 self.test = list(self.train)
+
+    def read(self, path) -> list[Problem]:
+        """The problems of one file (subclasses read other formats)."""
+        return read_problems(path)
+
+    def with_data(self, path) -> "GSM8K":
+        """This task on the problems of another file (`--data FILE`), every other setting kept."""
+        if Path(path) == self.path:
+            return self
+        return type(self)(**{**self.params(), "path": path})
 
     def _rows(self, split: str) -> list[Problem]:
         if split not in self.splits:

@@ -70,6 +70,33 @@ def load_problems(path, charset: str | None = None) -> list[Problem]:
     return rows
 
 
+def task_with_data(spec, data=None) -> tuple[Task, Task]:
+    """(the task `spec` names, the task trained on: with the problems of the file `data` when given).
+
+    For the tasks that read files themselves (`gsm8k`, `qa`) the file is their data, read in their format;
+    any other task gets the file's {prompt, solution, answer} rows (`with_data`).
+    """
+    if data and isinstance(spec, str) and spec in ("qa", "gsm8k"):
+        base = get_task(spec, path=data)
+    else:
+        base = get_task(spec)
+    return base, (with_data(base, data) if data else base)
+
+
+def with_data(task: Task, path) -> Task:
+    """`task` trained on the problems of the file `path` (`TrainConfig.data`, `--data`).
+
+    A task that reads files itself (GSM8K, QA: a `with_data` method) reads this one in its own format;
+    any other task gets `JsonlProblems` rows ({prompt, solution, answer}) graded by its verifier.
+    Applying the same file twice is a no-op (a resumed run's recorded task already holds its data).
+    """
+    if hasattr(task, "with_data"):
+        return task.with_data(path)
+    if isinstance(task, JsonlProblems) and task.path == str(path):
+        return task
+    return JsonlProblems(path, base=task)
+
+
 class JsonlProblems(Task):
     """A task whose `train` problems come from a JSONL file; verifier, charset and other splits from `base`."""
 
