@@ -171,10 +171,11 @@ def _to_rollout(prompt_ids, prompt_mask, completion, logprobs, eos_token_id, sam
                    sampler_logprobs=None if sampler_logprobs is None else sampler_logprobs * cmask)
 
 
-def completion_logits(model, rollout: Rollout, temperature: float = 1.0) -> torch.Tensor:
+def completion_logits(model, rollout: Rollout, temperature: float = 1.0, upcast: bool = True) -> torch.Tensor:
     """Logits [B, N, V] that predicted each completion token (one forward over prompt + completion).
 
-    Runs with or without grad depending on the caller's context.
+    Runs with or without grad depending on the caller's context. `upcast=False` keeps the model's dtype
+    (no float32 copy of a half-precision [B, N, V]: the chunked losses upcast one chunk at a time).
     """
     ids, mask = rollout.input_ids, rollout.attention_mask
     P, N = rollout.prompt_ids.shape[1], rollout.completion_ids.shape[1]
@@ -182,7 +183,9 @@ def completion_logits(model, rollout: Rollout, temperature: float = 1.0) -> torc
                 logits_to_keep=N + 1)
     logits = out.logits[:, :-1, :]        # position P-1+t predicts completion token t
     assert logits.shape[1] == N, (logits.shape, P, N)
-    return logits.float() / temperature if temperature != 1.0 else logits.float()
+    if upcast:
+        logits = logits.float()
+    return logits / temperature if temperature != 1.0 else logits
 
 
 def sequence_logprobs(model, rollout: Rollout) -> torch.Tensor:
