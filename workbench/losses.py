@@ -160,11 +160,15 @@ def cross_entropy_loss(logits: Tensor, targets: Tensor,
     Masked token mean over the batch. ``targets`` may hold ``-100`` (or any
     junk) where the mask is 0; ``mask=None`` means ``targets != -100``.
     """
+    return _cross_entropy(logits, targets, mask, token_logprobs)
+
+
+def _cross_entropy(logits: Tensor, targets: Tensor, mask: Optional[Tensor], logprobs_fn) -> Tensor:
     if mask is None:
         mask = targets != -100
     valid = mask.bool() if mask.dtype == torch.bool else mask != 0
     safe_targets = torch.where(valid, targets, torch.zeros_like(targets))
-    nll = -token_logprobs(logits, safe_targets)
+    nll = -logprobs_fn(logits, safe_targets)
     return masked_mean(nll, mask)
 
 
@@ -430,7 +434,7 @@ def _topk_overlap_per_token(zs: Tensor, zt: Tensor, k: int) -> Tensor:
 # the caller's logits (in the model's dtype) and, for a loss that needs a gradient, one gradient buffer.
 # Each position's value comes from the same ops on the same row as the reference function; only the final
 # sum over positions is added in another order, so they agree to float32 rounding (tests/test_losses.py).
-CHUNK_BYTES = 32 * 2**20       # float32 bytes of one chunk's upcast logits (its transients are a few times this)
+CHUNK_BYTES = 16 * 2**20       # float32 bytes of one chunk's upcast logits (its transients are a few times this)
 
 
 def _upcast_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -453,6 +457,13 @@ def position_chunks(shape, chunk_bytes: Optional[int] = None):
         for b in range(B):
             for t in range(0, T, rows):
                 yield slice(b, b + 1), slice(t, min(t + rows, T))
+
+
+def chunk_positions(shape, chunk_bytes: Optional[int] = None) -> int:
+    """The most positions one chunk of :func:`position_chunks` holds (the memory planner sizes chunks with it)."""
+    B, T, V = shape
+    rows = max(1, (chunk_bytes or CHUNK_BYTES) // (4 * max(V, 1)))
+    return min(B, max(1, rows // max(T, 1))) * T if rows >= T else rows
 
 
 def _per_position(fn, logits: Tensor, others: tuple, chunk_bytes: Optional[int]) -> Tensor:
@@ -493,6 +504,11 @@ def token_logprobs_chunked(logits: Tensor, ids: Tensor, chunk_bytes: Optional[in
         return _TokenLogprobs.apply(logits, ids, chunk_bytes)
     with torch.no_grad():
         return _per_position(token_logprobs, logits, (ids,), chunk_bytes)
+
+
+def cross_entropy_loss_chunked(logits: Tensor, targets: Tensor, mask: Optional[Tensor]) -> Tensor:
+    """:func:`cross_entropy_loss` with :func:`token_logprobs_chunked` (same value and gradient)."""
+    return _cross_entropy(logits, targets, mask, token_logprobs_chunked)
 
 
 class _ChunkedLoss(torch.autograd.Function):

@@ -348,8 +348,9 @@ class Trainer:
                 g_tokens = int(gold.prompt_mask.sum() + gold.completion_mask.sum())
                 self.costs.student_read(g_tokens)
                 self.costs.student_train(g_tokens)
-                sft = L.cross_entropy_loss(completion_logits(self.student, gold), gold.completion_ids,
-                                           gold.completion_mask)
+                sft = (L.cross_entropy_loss_chunked if chunked else L.cross_entropy_loss)(
+                    completion_logits(self.student, gold, upcast=not chunked), gold.completion_ids,
+                    gold.completion_mask)
                 loss = loss + cfg.sft_coef * sft
                 stats["gold/sft_loss"] = sft.item()
             logit_stats = None
