@@ -894,6 +894,22 @@ def report(rows: list[dict]) -> str:
                        f"[{100 * r['generate_share_min']:.0f}-{100 * r['generate_share_max']:.0f}] | "
                        f"{100 * r.get('frac_of_peak', 0):.1f} |")
         out.append("")
+    mem = [r for r in rows if r.get("bench") == "memory"]
+    if mem:
+        gib = lambda b: f"{b / 2**30:.2f}"                                     # noqa: E731
+        out.append(f"Peak memory of one training step (V = {mem[0]['vocab']:,}; measured = "
+                   f"{'live tensor storage' if mem[0]['mode'] == 'tracker' else 'resident set'}, GiB; each path in "
+                   "its own process; ratio = chunked / full-copy in this run):\n")
+        out.append("| method | B x N | path | measured peak | above resident | planner estimate | planner / measured "
+                   "| process RSS peak | **peak ratio** |")
+        out.append("|---|---|---|---|---|---|---|---|---|")
+        for r in mem:
+            ratio = r.get("peak_ratio_vs_full_copy")
+            out.append(f"| {r['method']} | {r['batch_size']} x {r['max_new_tokens']} | {r['path']} | "
+                       f"{gib(r['measured_peak'])} | {gib(r['measured_dynamic'])} | {gib(r['estimate_peak'])} | "
+                       f"{r['estimate_vs_measured']:.3f} | {gib(r['process_peak_rss']) if r.get('process_peak_rss') else ''}"
+                       f" | {'**%.2f**' % ratio if ratio is not None else '-'} |")
+        out.append("")
     for r in rows:
         if r.get("bench") == "teacher":
             out.append(f"Teacher scoring ({r['model']}, {r['batch_size']} rollouts, {r['tokens_scored']} tokens):\n")

@@ -80,3 +80,20 @@ def test_report_has_the_budget_table():
     line = [ln for ln in bench.report([row]).splitlines() if ln.startswith("| m | 4 | 0.200 |")]
     # decode's other work = decode 0.35 - decode matmuls (0.2 - 0.05) - attention 0.15 = 0.05
     assert line and "2.00 / 20.0 (40) = 0.100" in line[0] and "| 0.050 | 0.400 | 1.000 | **2.50** |" in line[0]
+
+
+def test_bench_memory_measures_both_paths_in_one_run():
+    """`python -m benchmarks memory` at a small vocabulary: each path in its own process, the ratio and the
+    planner's estimate from the same run, and the report's table from the rows."""
+    rows = bench.bench_memory(batch_size=4, max_new_tokens=8, vocab=2048, methods=("opd",))
+    assert [r["path"] for r in rows] == ["full-copy", "chunked"]
+    old, new = rows
+    assert old["chunked_logits"] is False and new["chunked_logits"] is True
+    assert new["peak_ratio_vs_full_copy"] == new["measured_peak"] / old["measured_peak"]
+    for r in rows:
+        assert r["measured_peak"] > r["measured_before"] > 0 and r["estimate_peak"] > 0
+        assert r["estimate_vs_measured"] == r["estimate_peak"] / r["measured_peak"]
+        assert r["process_peak_rss"] >= r["measured_before"]      # the process held at least its resident tensors
+    table = bench.report(rows)
+    line = [ln for ln in table.splitlines() if ln.startswith("| opd | 4 x 8 | chunked |")]
+    assert line and f"**{new['peak_ratio_vs_full_copy']:.2f}**" in line[0]
