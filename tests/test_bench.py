@@ -97,3 +97,23 @@ def test_bench_memory_measures_both_paths_in_one_run():
     table = bench.report(rows)
     line = [ln for ln in table.splitlines() if ln.startswith("| opd | 4 x 8 | chunked |")]
     assert line and f"**{new['peak_ratio_vs_full_copy']:.2f}**" in line[0]
+
+
+def test_trl_side_by_side_tiny_path(tmp_path):
+    """The prepared GPU script (benchmarks/trl_side_by_side.py) end to end on CPU-sized models: our two
+    methods, TRL's DistillationTrainer, both largest-batch searches and the planner's largest batches."""
+    import json
+    from benchmarks import trl_side_by_side
+    assert trl_side_by_side.main(["--tiny", "--out", str(tmp_path), "--largest-budget-s", "60",
+                                  "--budget-gib", "2"]) == 0
+    rows = [json.loads(x) for x in (tmp_path / "trl_side_by_side.jsonl").read_text().splitlines()]
+    assert [(r["side"], r.get("method"), "search" in r) for r in rows] == [
+        ("ours", "opd", False), ("ours", "opd_full", False), ("trl", "DistillationTrainer(beta=1.0)", False),
+        ("ours", "opd", True), ("trl", "DistillationTrainer(beta=1.0)", True), ("summary", None, False)]
+    for r in rows[:3]:
+        assert r["step_s"] > 0 and r["step_tokens_per_s"] > 0 and r["mean_completion"] == 12
+    assert rows[0]["peak_bytes"] > 0 and rows[0]["estimate_peak"] > 0            # ours: tracker on CPU
+    s = rows[-1]
+    assert s["opd_step_speedup_vs_trl"] == rows[2]["step_s"] / rows[0]["step_s"]
+    assert s["largest_batch_ours"] == s["largest_batch_trl"] == 8                 # no OOM on CPU: the cap (2 x 4)
+    assert s["planner_largest_batch_chunked"] > 0 and s["planner_largest_batch_full_copy"] > 0
