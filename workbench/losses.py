@@ -444,7 +444,7 @@ def _upcast_dtype(dtype: torch.dtype) -> torch.dtype:
 def position_chunks(shape, chunk_bytes: Optional[int] = None):
     """Index tuples ``(batch slice, position slice)`` covering ``[B, T]`` of a ``[B, T, V]`` tensor, about
     ``chunk_bytes`` of float32 logits each: whole rows while a row fits, else slices of one row's positions,
-    so indexing gives views, never copies (the trainer's logits are a strided view of the model's output)."""
+    so indexing gives views, never copies (also of a strided view such as ``logits[:, :-1]``)."""
     if len(shape) != 3:
         raise ValueError(f"chunked losses take [B, T, V] logits, got shape {tuple(shape)}")
     B, T, V = shape

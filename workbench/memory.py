@@ -23,16 +23,16 @@ N = completion, V = vocabulary, L = layers, h = hidden, I = MLP width, s = dtype
                  input (h x s per token per layer) plus one block's worth while it is recomputed.
                  What is saved was counted with saved_tensors_hooks on this code path.
   logits         [B, N, V] tensors. The trainer's default (chunked) path keeps each model's output
-                 logits [B, N+1, V] in its dtype and computes losses and statistics over chunks of
+                 logits [B, N, V] in its dtype and computes losses and statistics over chunks of
                  positions (`losses.*_chunked`, `losses.CHUNK_BYTES` of float32 each). Its forward holds
                  the student's, the teacher's (and pi_ref's) logits, one gradient buffer per dense loss
                  (full KL, JSD, top-K; and the KL anchor) and a few chunks (CHUNK_COPIES, per loss and for
-                 the statistics, taken before the backward); its backward holds the student's logits,
-                 the gradient buffer and the [B, N+1, V] gradient of the output's slice, the teacher's
-                 logits freed. The previous full-copy path (`Trainer.chunked_logits = False`,
-                 `chunked=False` here) held float32 copies: the student's logits, their log-softmax and
-                 their gradients (LOGIT_COPIES_TRAIN) plus the teacher's (and pi_ref's) logits, and the
-                 statistics after the update briefly several more (LOGIT_COPIES_STATS).
+                 the statistics, taken before the backward); its backward holds the student's logits
+                 and the gradient buffer, the teacher's logits freed. The previous full-copy path
+                 (`Trainer.chunked_logits = False`, `chunked=False` here) held float32 copies: the
+                 student's logits, their log-softmax and their gradients (LOGIT_COPIES_TRAIN) plus the
+                 teacher's (and pi_ref's) logits, and the statistics after the update briefly several
+                 more (LOGIT_COPIES_STATS).
 
 The step's peak is the weights and optimizer state plus the largest of the three phases
 (sampling, training forward/backward, statistics). A safety margin (default 10%) covers the
@@ -314,8 +314,10 @@ def estimate(student, teacher=None, *, batch_size: int, prompt_len: int, max_new
     chunk = 4 * S.vocab * losses.chunk_positions((B, N, S.vocab))      # float32 bytes of one upcast chunk
     scoring = 0
     if T is not None:
-        scoring = B * L * (3 * T.intermediate + 4 * T.hidden) * ts + B * (N + 1) * T.vocab * ts
-        scoring += chunk if chunked else logit          # its token log-probs: a chunk, or a float32 copy
+        # its output logits (N+1 positions on the full-copy path, exactly N on the chunked one), then its token
+        # log-probs: a chunk at a time, or a float32 copy
+        scoring = B * L * (3 * T.intermediate + 4 * T.hidden) * ts + B * (N + (0 if chunked else 1)) * T.vocab * ts
+        scoring += chunk if chunked else logit
 
     # training forward/backward: saved activations + logits (student's float32 logits and their
     # log-softmax, the teacher's/pi_ref's logits, two float32 gradients at the log-softmax backward)
@@ -328,18 +330,17 @@ def estimate(student, teacher=None, *, batch_size: int, prompt_len: int, max_new
     comp["activations" + (" (checkpointed)" if gradient_checkpointing else "")] = acts
     statistics = 0
     if chunked:
-        out_s = B * (N + 1) * S.vocab * s            # a model's output logits [B, N+1, V] in its dtype
-        out_t = B * (N + 1) * S.vocab * ts if T is not None else 0
+        out_s = B * N * S.vocab * s                  # a model's output logits [B, N, V] in its dtype
+        out_t = B * N * S.vocab * ts if T is not None else 0
         out_ref = out_s if ref_logits else 0
         n_grad = int(loss in DENSE_LOSSES) + int(kl_anchor)
         grad = n_grad * B * N * S.vocab * s          # gradient buffers, computed in the forward
         chunks = max(CHUNK_COPIES.get(loss, 0.0), CHUNK_COPIES["statistics"] if stats else 0.0,
                      CHUNK_COPIES["full_kl"] if kl_anchor else 0.0) * chunk
-        out_gold = sft_batch * (N + 1) * S.vocab * s
+        out_gold = sft_batch * N * S.vocab * s
         forward = out_s + out_t + out_ref + out_gold + grad + chunks
-        # backward: the output logits, the gradient buffer(s) (the token log-probs' is made here) and the
-        # zero-padded [B, N+1, V] gradient of the slice that cut the output's last position
-        backward = out_s + out_gold + max(grad, B * N * S.vocab * s) + out_s
+        # backward: the output logits and the gradient buffer(s) (the token log-probs' is made here)
+        backward = out_s + out_gold + max(grad, B * N * S.vocab * s)
         comp["logits (training, chunked)"] = int(max(forward, backward))
         training = acts + comp["logits (training, chunked)"]
     else:

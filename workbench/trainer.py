@@ -119,8 +119,9 @@ def resolve_config(cfg: TrainConfig, task, *, teacher_given: bool = False, stude
 
 
 class Trainer:
-    # How a step treats [B, N, V] logits. True (the default): in the model's dtype, the teacher's clamped in
-    # place, every loss and statistic computed chunk by chunk over positions (`losses.*_chunked`,
+    # How a step treats [B, N, V] logits. True (the default): in the model's dtype, exactly the N scoring
+    # positions projected (`completion_logits(low_memory=True)`), the teacher's clamped in place, every loss
+    # and statistic computed chunk by chunk over positions (`losses.*_chunked`,
     # `losses.step_statistics`), the statistics taken before the backward so the teacher's logits are freed
     # first (issue 22). False: the path before it (float32 copies, a clamped copy, full-size log-softmaxes,
     # statistics after the update), the same numbers to float32 rounding; kept as the baseline that
@@ -311,7 +312,7 @@ class Trainer:
             teacher_logits = t_lp = None
             if self.teacher_scores:
                 with torch.no_grad():
-                    teacher_logits = completion_logits(self.teacher, r, upcast=not chunked)
+                    teacher_logits = completion_logits(self.teacher, r, low_memory=chunked)
                     # chunked: floored in place, no copy (in half precision the floor is the dtype's value nearest
                     # TEACHER_LOGIT_FLOOR, e.g. -9984 in bfloat16; only -inf / banned entries are that low)
                     teacher_logits = (teacher_logits.clamp_(min=TEACHER_LOGIT_FLOOR) if chunked
@@ -322,13 +323,13 @@ class Trainer:
 
             # ---- loss --------------------------------------------------------------------------
             t2 = time.time()
-            s_logits = completion_logits(self.student, r, upcast=not chunked)
+            s_logits = completion_logits(self.student, r, low_memory=chunked)
             self.costs.student_train(tokens_in_batch)
             s_lp = lp_of(s_logits, ids)
             ref_logits = None
             if self.ref is not None:
                 with torch.no_grad():
-                    ref_logits = completion_logits(self.ref, r, upcast=not chunked)
+                    ref_logits = completion_logits(self.ref, r, low_memory=chunked)
                 self.costs.student_forward(tokens_in_batch)
             stats = {}
             loss_mask = mask
@@ -349,7 +350,7 @@ class Trainer:
                 self.costs.student_read(g_tokens)
                 self.costs.student_train(g_tokens)
                 sft = (L.cross_entropy_loss_chunked if chunked else L.cross_entropy_loss)(
-                    completion_logits(self.student, gold, upcast=not chunked), gold.completion_ids,
+                    completion_logits(self.student, gold, low_memory=chunked), gold.completion_ids,
                     gold.completion_mask)
                 loss = loss + cfg.sft_coef * sft
                 stats["gold/sft_loss"] = sft.item()
@@ -472,8 +473,8 @@ class Trainer:
         s = s_logits.detach()
         out = {"entropy": L.entropy(s, mask)[0]}
         if t_logits is not None:
-            out.update(reverse_kl=L.full_reverse_kl(s, t_logits, mask)[0],
-                       topk_overlap=L.topk_overlap(s, t_logits, k, mask), top1_overlap=L.topk_overlap(s, t_logits, 1, mask))
+            out.update(reverse_kl=L.full_reverse_kl(s, t_logits, mask)[0], topk_overlap=L.topk_overlap(
+                s, t_logits, k, mask), top1_overlap=L.topk_overlap(s, t_logits, 1, mask))
         return out
 
     def _loss(self, cfg, r, mask, rewards, s_logits, s_lp, t_logits, t_lp, ref_logits, stats, sampler_lp=None):
