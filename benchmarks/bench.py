@@ -4,6 +4,7 @@
     python -m benchmarks step --json         # one training step per method: generate / teacher / update
     python -m benchmarks teacher --json      # teacher scoring: one batched no-grad forward vs baselines
     python -m benchmarks dashboard --json    # a training step with and without the dashboard (static, live)
+    python -m benchmarks memory --json       # peak memory of an OPD / GKD step at V = 151,936: chunked vs full-copy
     python -m benchmarks all --json          # all of the above (what docs/benchmarks.md reports)
 
 Method: each measured call is warmed up once, then run `--repeats` times; variants are interleaved
@@ -568,12 +569,69 @@ def exactness_rows(model, tok, task_name: str, label: str, dev, batch_size: int 
 
 
 # ---------------------------------------------------------------------------------------------------
+# memory at a real vocabulary: the chunked logits path vs the full-copy path (issue 22)
+# ---------------------------------------------------------------------------------------------------
+MEMORY_STUDENT, MEMORY_TEACHER = [64, 2, 4, 2, 176], [96, 2, 6, 2, 256]     # tiny: the logits dominate
+MEMORY_METHODS = {"opd": {}, "gkd": {"lmbda": 1.0}}        # GKD on-policy every step: the JSD loss each time
+
+
+def _memory_probe(spec: dict, timeout: float) -> dict:
+    """`memcheck._probe(spec)` in a fresh Python process (one torch thread), so each path's peak is its own."""
+    import json
+    import subprocess
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, OMP_NUM_THREADS=str(spec.get("threads", 1)), TOKENIZERS_PARALLELISM="false")
+    env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run([sys.executable, "-m", "workbench.memcheck", json.dumps(spec)], capture_output=True,
+                          text=True, timeout=timeout, env=env, cwd=str(root))
+    if proc.returncode != 0:
+        raise RuntimeError(f"memory probe failed ({proc.returncode}) for {spec}:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def bench_memory(batch_size: int = 16, max_new_tokens: int = 64, vocab: int = 151936, methods=("opd", "gkd"),
+                 mode: str = "tracker", timeout: float = 1800) -> list[dict]:
+    """Peak memory of one training step, full-copy path (`Trainer.chunked_logits = False`, the trainer
+    before issue 22) and chunked path, each in its own fresh process, and the planner's estimate of each.
+
+    A tiny random-weight Qwen2-style pair (student hidden 64 x 2 layers, teacher 96 x 2) with a `vocab`-token
+    vocabulary, full fine-tuning in float32 on CPU, GSM8K prompts, one warm-up step, then the measured step.
+    `mode="tracker"`: live tensor storage (`memory.LiveTensorTracker`, what torch.cuda.max_memory_allocated
+    is on CUDA); `mode="rss"`: the process's resident-set peak over the step (`memcheck.rss_check`'s method).
+    """
+    import tempfile
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-memory-") as d:
+        for method in methods:
+            got = {}
+            for chunked in (False, True):
+                spec = dict(student=MEMORY_STUDENT, teacher=MEMORY_TEACHER, vocab=vocab, batch_size=batch_size,
+                            max_new_tokens=max_new_tokens, method=method, mode=mode, dir=d, chunked_logits=chunked,
+                            overrides=MEMORY_METHODS.get(method, {}))
+                if mode == "rss":
+                    from workbench import memcheck
+                    r = memcheck.rss_check(spec, timeout=timeout)
+                else:
+                    r = _memory_probe(spec, timeout)
+                got[chunked] = r
+                rows.append({"bench": "memory", "vocab": vocab, "student": MEMORY_STUDENT, "teacher": MEMORY_TEACHER,
+                             "path": "chunked" if chunked else "full-copy", **r,
+                             "estimate_vs_measured": r["estimate_peak"] / r["measured_peak"]})
+            old, new = got[False], got[True]
+            rows[-1]["peak_ratio_vs_full_copy"] = new["measured_peak"] / old["measured_peak"]
+            rows[-1]["dynamic_ratio_vs_full_copy"] = new["measured_dynamic"] / old["measured_dynamic"]
+            rows[-1]["estimate_ratio_vs_full_copy"] = new["estimate_peak"] / old["estimate_peak"]
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------
 # entry point
 # ---------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     b = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    b.add_argument("what", choices=["rollout", "step", "teacher", "dashboard", "all"])
+    b.add_argument("what", choices=["rollout", "step", "teacher", "dashboard", "memory", "all"])
     b.add_argument("--batch-size", type=int, default=None)
     b.add_argument("--max-new-tokens", type=int, default=None)
     b.add_argument("--model", default=None, help="zoo name or checkpoint directory")
@@ -583,6 +641,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--lora", type=int, default=0, metavar="R",
                    help="bench rollout: wrap the model with rank-R LoRA adapters on every projection "
                         "(workbench.hf.add_lora: float32 adapters), as a LoRA student samples")
+    b.add_argument("--vocab", type=int, default=151936, help="bench memory: the pair's vocabulary size")
+    b.add_argument("--mode", choices=["tracker", "rss"], default="tracker",
+                   help="bench memory: live tensor storage (default) or the process's resident-set peak")
     b.add_argument("--json", action="store_true")
     return b
 
@@ -606,6 +667,16 @@ def main(ns) -> int:
     emit = lambda row: _emit(row, as_json)                     # noqa: E731
     summary = {"bench": "summary", "what": what, "command": " ".join(["python -m benchmarks"] + sys.argv[1:])}
     emit(machine_info(dev))
+    if what == "memory":        # not part of `all`: a few GB of RAM and minutes per path at the real vocabulary
+        for row in bench_memory(ns.batch_size or 16, ns.max_new_tokens or 64, getattr(ns, "vocab", 151936),
+                                mode=getattr(ns, "mode", "tracker")):
+            emit(row)
+            if "peak_ratio_vs_full_copy" in row:
+                summary[f"memory_{row['method']}_peak_ratio_vs_full_copy"] = row["peak_ratio_vs_full_copy"]
+                summary[f"memory_{row['method']}_estimate_vs_measured"] = row["estimate_vs_measured"]
+        summary["wall_s"] = time.perf_counter() - t_start
+        emit(summary)
+        return 0
     model_name = ns.model or DEFAULT_MODEL
     if what in ("rollout", "teacher", "all"):
         model, tok, task_name = load_model(model_name, dev)
@@ -751,6 +822,22 @@ def report(rows: list[dict]) -> str:
                        f"{r['update_s']:.3f} | {r['other_s']:.3f} | **{100 * r['generate_share']:.0f}%** "
                        f"[{100 * r['generate_share_min']:.0f}-{100 * r['generate_share_max']:.0f}] | "
                        f"{100 * r.get('frac_of_peak', 0):.1f} |")
+        out.append("")
+    mem = [r for r in rows if r.get("bench") == "memory"]
+    if mem:
+        gib = lambda b: f"{b / 2**30:.2f}"                                     # noqa: E731
+        out.append(f"Peak memory of one training step (V = {mem[0]['vocab']:,}; measured = "
+                   f"{'live tensor storage' if mem[0]['mode'] == 'tracker' else 'resident set'}, GiB; each path in "
+                   "its own process; ratio = chunked / full-copy in this run):\n")
+        out.append("| method | B x N | path | measured peak | above resident | planner estimate | planner / measured "
+                   "| process RSS peak | **peak ratio** |")
+        out.append("|---|---|---|---|---|---|---|---|---|")
+        for r in mem:
+            ratio = r.get("peak_ratio_vs_full_copy")
+            out.append(f"| {r['method']} | {r['batch_size']} x {r['max_new_tokens']} | {r['path']} | "
+                       f"{gib(r['measured_peak'])} | {gib(r['measured_dynamic'])} | {gib(r['estimate_peak'])} | "
+                       f"{r['estimate_vs_measured']:.3f} | {gib(r['process_peak_rss']) if r.get('process_peak_rss') else ''}"
+                       f" | {'**%.2f**' % ratio if ratio is not None else '-'} |")
         out.append("")
     for r in rows:
         if r.get("bench") == "teacher":

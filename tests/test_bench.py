@@ -99,3 +99,40 @@ def test_profiling_changes_nothing_the_engine_returns_and_the_benchmark_patches_
     # benchmarks call public APIs only: no assignment to a workbench module's attributes
     src = inspect.getsource(bench)
     assert "setattr(" not in src and not any(f"{m}._" in src for m in ("fr", "R", "trainer", "evaluation", "ckernels"))
+
+
+def test_bench_memory_measures_both_paths_in_one_run():
+    """`python -m benchmarks memory` at a small vocabulary: each path in its own process, the ratio and the
+    planner's estimate from the same run, and the report's table from the rows."""
+    rows = bench.bench_memory(batch_size=4, max_new_tokens=8, vocab=2048, methods=("opd",))
+    assert [r["path"] for r in rows] == ["full-copy", "chunked"]
+    old, new = rows
+    assert old["chunked_logits"] is False and new["chunked_logits"] is True
+    assert new["peak_ratio_vs_full_copy"] == new["measured_peak"] / old["measured_peak"]
+    for r in rows:
+        assert r["measured_peak"] > r["measured_before"] > 0 and r["estimate_peak"] > 0
+        assert r["estimate_vs_measured"] == r["estimate_peak"] / r["measured_peak"]
+        assert r["process_peak_rss"] >= r["measured_before"]      # the process held at least its resident tensors
+    table = bench.report(rows)
+    line = [ln for ln in table.splitlines() if ln.startswith("| opd | 4 x 8 | chunked |")]
+    assert line and f"**{new['peak_ratio_vs_full_copy']:.2f}**" in line[0]
+
+
+def test_trl_side_by_side_tiny_path(tmp_path):
+    """The prepared GPU script (benchmarks/trl_side_by_side.py) end to end on CPU-sized models: our two
+    methods, TRL's DistillationTrainer, both largest-batch searches and the planner's largest batches."""
+    import json
+    from benchmarks import trl_side_by_side
+    assert trl_side_by_side.main(["--tiny", "--out", str(tmp_path), "--largest-budget-s", "60",
+                                  "--budget-gib", "2"]) == 0
+    rows = [json.loads(x) for x in (tmp_path / "trl_side_by_side.jsonl").read_text().splitlines()]
+    assert [(r["side"], r.get("method"), "search" in r) for r in rows] == [
+        ("ours", "opd", False), ("ours", "opd_full", False), ("trl", "DistillationTrainer(beta=1.0)", False),
+        ("ours", "opd", True), ("trl", "DistillationTrainer(beta=1.0)", True), ("summary", None, False)]
+    for r in rows[:3]:
+        assert r["step_s"] > 0 and r["step_tokens_per_s"] > 0 and r["mean_completion"] == 12
+    assert rows[0]["peak_bytes"] > 0 and rows[0]["estimate_peak"] > 0            # ours: tracker on CPU
+    s = rows[-1]
+    assert s["opd_step_speedup_vs_trl"] == rows[2]["step_s"] / rows[0]["step_s"]
+    assert s["largest_batch_ours"] == s["largest_batch_trl"] == 8                 # no OOM on CPU: the cap (2 x 4)
+    assert s["planner_largest_batch_chunked"] > 0 and s["planner_largest_batch_full_copy"] > 0

@@ -128,6 +128,57 @@ def test_estimate_vs_resident_set_grid(tmp_path, extra):
     _check(dict(BASE, dir=str(tmp_path), **extra), mode="rss")
 
 
+LOGITS_DOMINATE = dict(student=[64, 2, 4, 2, 176], teacher=[96, 2, 6, 2, 256], vocab=8192, batch_size=8,
+                       max_new_tokens=32, method="opd")
+
+
+@pytest.mark.parametrize("method,chunked", [("opd", True), ("gkd", True), ("opd_full", True), ("opd", False),
+                                            ("stable_opd", True)])
+def test_estimate_vs_measured_where_logits_dominate(tmp_path, method, chunked):
+    """Both logits paths of the trainer (issue 22) at a vocabulary where the [B, N, V] terms are most of the
+    step; GKD on-policy (lmbda = 1) so every step runs its JSD."""
+    over = {"lmbda": 1.0} if method == "gkd" else {}
+    res = _check(dict(LOGITS_DOMINATE, dir=str(tmp_path), method=method, chunked_logits=chunked, overrides=over))
+    assert res["chunked_logits"] is chunked
+
+
+def test_chunk_copies_are_what_the_chunked_forms_hold():
+    """memory.CHUNK_COPIES (the planner's chunk-sized transients per loss) against the live-tensor tracker."""
+    from workbench import losses as L
+    B, T, V = 4, 64, 4096
+    g = torch.Generator().manual_seed(0)
+    s, t = torch.randn(B, T, V, generator=g), torch.randn(B, T, V, generator=g)
+    mask, ids = torch.ones(B, T), torch.randint(0, V, (B, T), generator=g)
+    chunk = 4 * V * 16                                  # 16 positions per chunk: 16 chunks
+    copy_bytes = B * T * V * 4
+
+    def held(fn, grad=True):
+        x = s.clone().requires_grad_(grad)
+        tr = memory.LiveTensorTracker()
+        with tr:
+            tr.add_existing([x, t])
+            before = tr.current
+            out = fn(x)
+            fwd = tr.peak - before
+            if grad:
+                out.backward()
+            del x, out
+        return fwd, tr.peak - before
+
+    got = {"jsd": (held(lambda x: L.generalized_jsd_chunked(x, t, 0.5, mask=mask, chunk_bytes=chunk))[0]
+                   - copy_bytes) / chunk,
+           "full_kl": (held(lambda x: L.full_reverse_kl_chunked(x, t, mask, chunk_bytes=chunk)[0])[0]
+                       - copy_bytes) / chunk,
+           "topk": (held(lambda x: L.topk_reverse_kl_chunked(x, t, mask, k=4, sampled_ids=ids,
+                                                             chunk_bytes=chunk)[0])[0] - copy_bytes) / chunk,
+           "statistics": held(lambda x: L.step_statistics(x, t, mask, k=4, chunk_bytes=chunk)["entropy"],
+                              grad=False)[0] / chunk,
+           "token_logprobs": (held(lambda x: L.token_logprobs_chunked(x, ids, chunk_bytes=chunk).sum())[1]
+                              - copy_bytes) / chunk}
+    for k, v in got.items():
+        assert abs(v - memory.CHUNK_COPIES[k]) <= 0.05 * memory.CHUNK_COPIES[k], (k, v, memory.CHUNK_COPIES[k])
+
+
 def test_gpu_script_tiny_path(tmp_path, monkeypatch):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
     import gpu_real_models

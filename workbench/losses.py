@@ -37,6 +37,7 @@ import math
 from typing import Optional, Tuple
 
 import torch
+from torch.autograd.function import once_differentiable
 
 # -inf teacher logits (a masked / banned vocabulary) are floored here: a token the teacher forbids then costs
 # a very large but finite penalty, instead of an inf reward or KL whose gradient is nan.
@@ -159,11 +160,15 @@ def cross_entropy_loss(logits: Tensor, targets: Tensor,
     Masked token mean over the batch. ``targets`` may hold ``-100`` (or any
     junk) where the mask is 0; ``mask=None`` means ``targets != -100``.
     """
+    return _cross_entropy(logits, targets, mask, token_logprobs)
+
+
+def _cross_entropy(logits: Tensor, targets: Tensor, mask: Optional[Tensor], logprobs_fn) -> Tensor:
     if mask is None:
         mask = targets != -100
     valid = mask.bool() if mask.dtype == torch.bool else mask != 0
     safe_targets = torch.where(valid, targets, torch.zeros_like(targets))
-    nll = -token_logprobs(logits, safe_targets)
+    nll = -logprobs_fn(logits, safe_targets)
     return masked_mean(nll, mask)
 
 
@@ -332,6 +337,11 @@ def generalized_jsd(student_logits: Tensor, teacher_logits: Tensor,
     0.99 is only about 1% of the reverse KL), yet ``beta == 1`` switches to the
     full reverse KL; likewise ``beta -> 0`` vs the forward KL at ``beta == 0``.
     """
+    return masked_mean(_jsd_per_token(student_logits, teacher_logits, beta, temperature), mask)
+
+
+def _jsd_per_token(student_logits: Tensor, teacher_logits: Tensor, beta: float, temperature: float) -> Tensor:
+    """Per-position generalised JSD ``[B, T]`` of :func:`generalized_jsd` (before its reduction)."""
     s = torch.log_softmax(_upcast(student_logits) / temperature, dim=-1)
     t = torch.log_softmax(_upcast(teacher_logits).detach() / temperature, dim=-1)
     if beta == 0:
@@ -348,8 +358,7 @@ def generalized_jsd(student_logits: Tensor, teacher_logits: Tensor,
         ]), dim=0)
         per_elem = (beta * _kl_terms(t.exp(), t, log_m)
                     + (1.0 - beta) * _kl_terms(s.exp(), s, log_m))
-    per_token = per_elem.sum(-1)
-    return masked_mean(per_token, mask)
+    return per_elem.sum(-1)
 
 
 def topk_reverse_kl(student_logits: Tensor, teacher_logits: Tensor,
@@ -403,14 +412,211 @@ def topk_overlap(student_logits: Tensor, teacher_logits: Tensor, k: int,
     > 0.91 in successful OPD runs. Ties are broken by ``torch.topk``.
     """
     with torch.no_grad():
-        zs, zt = _upcast(student_logits), _upcast(teacher_logits)
-        k = min(k, zs.shape[-1])
-        ms = torch.zeros(zs.shape, dtype=torch.bool, device=zs.device)
-        mt = torch.zeros(zt.shape, dtype=torch.bool, device=zt.device)
-        ms.scatter_(-1, zs.topk(k, dim=-1).indices, True)
-        mt.scatter_(-1, zt.topk(k, dim=-1).indices, True)
-        per_token = (ms & mt).sum(-1).to(zs.dtype) / k
-        return masked_mean(per_token, mask)
+        return masked_mean(_topk_overlap_per_token(_upcast(student_logits), _upcast(teacher_logits), k), mask)
+
+
+def _topk_overlap_per_token(zs: Tensor, zt: Tensor, k: int) -> Tensor:
+    """``|topk_S ∩ topk_T| / k`` at each position ``[B, T]`` (of :func:`topk_overlap`)."""
+    k = min(k, zs.shape[-1])
+    ms = torch.zeros(zs.shape, dtype=torch.bool, device=zs.device)
+    mt = torch.zeros(zt.shape, dtype=torch.bool, device=zt.device)
+    ms.scatter_(-1, zs.topk(k, dim=-1).indices, True)
+    mt.scatter_(-1, zt.topk(k, dim=-1).indices, True)
+    return (ms & mt).sum(-1).to(zs.dtype) / k
+
+
+# --------------------------------------------------------------------------- #
+# low-memory forms: the functions above over chunks of positions (issue 22)
+# --------------------------------------------------------------------------- #
+# At a real vocabulary (V = 151,936) one float32 [B, T, V] tensor is 2.5 GB at 16 x 256 positions, and each
+# upcast, log_softmax, exp or where of the functions above makes another. The *_chunked forms run the same
+# functions on chunks of positions, upcasting one chunk at a time, so the only [B, T, V] tensors they keep are
+# the caller's logits (in the model's dtype) and, for a loss that needs a gradient, one gradient buffer.
+# Each position's value comes from the same ops on the same row as the reference function; only the final
+# sum over positions is added in another order, so they agree to float32 rounding (tests/test_losses.py).
+CHUNK_BYTES = 16 * 2**20       # float32 bytes of one chunk's upcast logits (its transients are a few times this)
+
+
+def _upcast_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def position_chunks(shape, chunk_bytes: Optional[int] = None):
+    """Index tuples ``(batch slice, position slice)`` covering ``[B, T]`` of a ``[B, T, V]`` tensor, about
+    ``chunk_bytes`` of float32 logits each: whole rows while a row fits, else slices of one row's positions,
+    so indexing gives views, never copies (also of a strided view such as ``logits[:, :-1]``)."""
+    if len(shape) != 3:
+        raise ValueError(f"chunked losses take [B, T, V] logits, got shape {tuple(shape)}")
+    B, T, V = shape
+    rows = max(1, (chunk_bytes or CHUNK_BYTES) // (4 * max(V, 1)))
+    if rows >= T:
+        step = max(1, rows // max(T, 1))
+        for b in range(0, B, step):
+            yield slice(b, min(b + step, B)), slice(None)
+    else:
+        for b in range(B):
+            for t in range(0, T, rows):
+                yield slice(b, b + 1), slice(t, min(t + rows, T))
+
+
+def chunk_positions(shape, chunk_bytes: Optional[int] = None) -> int:
+    """The most positions one chunk of :func:`position_chunks` holds (the memory planner sizes chunks with it)."""
+    B, T, V = shape
+    rows = max(1, (chunk_bytes or CHUNK_BYTES) // (4 * max(V, 1)))
+    return min(B, max(1, rows // max(T, 1))) * T if rows >= T else rows
+
+
+def _per_position(fn, logits: Tensor, others: tuple, chunk_bytes: Optional[int]) -> Tensor:
+    """``fn(logits, *others)`` -> ``[B, T]``, evaluated chunk by chunk (``others``: ``[B, T, ...]`` or None)."""
+    out = torch.empty(logits.shape[:-1], dtype=_upcast_dtype(logits.dtype), device=logits.device)
+    for i in position_chunks(logits.shape, chunk_bytes):
+        out[i] = fn(logits[i], *(None if o is None else o[i] for o in others))
+    return out
+
+
+class _TokenLogprobs(torch.autograd.Function):
+    """:func:`token_logprobs` chunk by chunk; backward rebuilds each chunk's softmax instead of keeping a
+    ``[B, T, V]`` log-softmax alive between forward and backward."""
+
+    @staticmethod
+    def forward(ctx, logits, ids, chunk_bytes):
+        ctx.save_for_backward(logits, ids)
+        ctx.chunk_bytes = chunk_bytes
+        return _per_position(token_logprobs, logits, (ids,), chunk_bytes)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g):
+        logits, ids = ctx.saved_tensors
+        grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
+        for i in position_chunks(logits.shape, ctx.chunk_bytes):
+            # log_softmax's backward at a one-hot upstream gradient g: g * (onehot - softmax)
+            gi = g[i].unsqueeze(-1)
+            gc = torch.log_softmax(_upcast(logits[i]), dim=-1).exp().mul_(-gi)
+            gc.scatter_add_(-1, ids[i].long().unsqueeze(-1), gi)
+            grad[i] = gc
+        return grad, None, None
+
+
+def token_logprobs_chunked(logits: Tensor, ids: Tensor, chunk_bytes: Optional[int] = None) -> Tensor:
+    """:func:`token_logprobs` over chunks of positions: same values and gradient, no ``[B, T, V]`` copy."""
+    if logits.requires_grad and torch.is_grad_enabled():
+        return _TokenLogprobs.apply(logits, ids, chunk_bytes)
+    with torch.no_grad():
+        return _per_position(token_logprobs, logits, (ids,), chunk_bytes)
+
+
+def cross_entropy_loss_chunked(logits: Tensor, targets: Tensor, mask: Optional[Tensor]) -> Tensor:
+    """:func:`cross_entropy_loss` with :func:`token_logprobs_chunked` (same value and gradient)."""
+    return _cross_entropy(logits, targets, mask, token_logprobs_chunked)
+
+
+class _ChunkedLoss(torch.autograd.Function):
+    """``masked_mean(per_token_fn(student, *others), mask)`` whose gradient is computed in the forward, chunk
+    by chunk (autograd through `per_token_fn` on each chunk), into one buffer; the backward scales it.
+
+    So neither the per-chunk intermediates nor the teacher's logits need to live until the backward: the
+    caller may free them as soon as the loss is computed. The gradient of each chunk is the reference's:
+    the chain ``1/den -> * w -> where -> per_token_fn`` is the one `masked_mean` builds.
+    """
+
+    @staticmethod
+    def forward(ctx, student_logits, per_token_fn, others, mask, chunk_bytes):
+        per_token = torch.empty(student_logits.shape[:-1], dtype=_upcast_dtype(student_logits.dtype),
+                                device=student_logits.device)
+        w = _as_weights(mask, per_token)
+        den = w.sum()
+        safe = torch.where(den != 0, den, torch.ones_like(den))
+        grad = torch.empty(student_logits.shape, dtype=student_logits.dtype, device=student_logits.device)
+        for i in position_chunks(student_logits.shape, chunk_bytes):
+            x = student_logits[i].detach().requires_grad_()
+            with torch.enable_grad():
+                pt = per_token_fn(x, *(None if o is None else o[i] for o in others))
+                wi = w[i]
+                part = (torch.where(wi != 0, pt, torch.zeros_like(pt)) * wi).sum() / safe
+            grad[i] = torch.autograd.grad(part, x)[0]
+            per_token[i] = pt.detach()
+        ctx.grad = grad
+        ctx.mark_non_differentiable(per_token)
+        return masked_mean(per_token, mask), per_token
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_loss, _g_per_token):
+        grad, ctx.grad = ctx.grad, None
+        if grad is None:
+            raise RuntimeError("a chunked loss frees its gradient buffer in the first backward; "
+                               "backward(retain_graph=True) twice through it is not supported")
+        return grad.mul_(g_loss), None, None, None, None
+
+
+def _chunked(per_token_fn, student_logits: Tensor, others: tuple, mask: Optional[Tensor],
+             chunk_bytes: Optional[int]) -> Tuple[Tensor, Tensor]:
+    """(masked mean, per_token) of ``per_token_fn`` over chunks; differentiable in ``student_logits`` only."""
+    if student_logits.requires_grad and torch.is_grad_enabled():
+        return _ChunkedLoss.apply(student_logits, per_token_fn, others, mask, chunk_bytes)
+    with torch.no_grad():
+        per_token = _per_position(per_token_fn, student_logits, others, chunk_bytes)
+        return masked_mean(per_token, mask), per_token
+
+
+def full_reverse_kl_chunked(student_logits: Tensor, teacher_logits: Tensor, mask: Optional[Tensor] = None,
+                            temperature: float = 1.0, chunk_bytes: Optional[int] = None) -> Tuple[Tensor, Tensor]:
+    """:func:`full_reverse_kl` over chunks of positions (same value and gradient; the per-token output
+    carries no gradient)."""
+    return _chunked(lambda s, t: full_reverse_kl(s, t, temperature=temperature)[1], student_logits,
+                    (teacher_logits.detach(),), mask, chunk_bytes)
+
+
+def kl_to_reference_chunked(student_logits: Tensor, ref_logits: Tensor, mask: Optional[Tensor] = None,
+                            chunk_bytes: Optional[int] = None) -> Tuple[Tensor, Tensor]:
+    """:func:`kl_to_reference` over chunks of positions."""
+    return full_reverse_kl_chunked(student_logits, ref_logits, mask, chunk_bytes=chunk_bytes)
+
+
+def generalized_jsd_chunked(student_logits: Tensor, teacher_logits: Tensor, beta: float = 0.5,
+                            temperature: float = 1.0, mask: Optional[Tensor] = None,
+                            chunk_bytes: Optional[int] = None) -> Tensor:
+    """:func:`generalized_jsd` over chunks of positions (same value and gradient)."""
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"beta must lie in [0, 1], got {beta}")
+    return _chunked(lambda s, t: _jsd_per_token(s, t, beta, temperature), student_logits,
+                    (teacher_logits.detach(),), mask, chunk_bytes)[0]
+
+
+def topk_reverse_kl_chunked(student_logits: Tensor, teacher_logits: Tensor, mask: Optional[Tensor] = None,
+                            k: int = 4, renormalize: bool = True, sampled_ids: Optional[Tensor] = None,
+                            chunk_bytes: Optional[int] = None) -> Tuple[Tensor, Tensor]:
+    """:func:`topk_reverse_kl` over chunks of positions (same value and gradient)."""
+    return _chunked(lambda s, t, ids: topk_reverse_kl(s, t, k=k, renormalize=renormalize, sampled_ids=ids)[1],
+                    student_logits, (teacher_logits.detach(), sampled_ids), mask, chunk_bytes)
+
+
+@torch.no_grad()
+def step_statistics(student_logits: Tensor, teacher_logits: Optional[Tensor] = None,
+                    mask: Optional[Tensor] = None, k: int = 4,
+                    chunk_bytes: Optional[int] = None) -> dict:
+    """The trainer's per-step diagnostics in one pass over chunks of positions (masked means, 0-dim tensors).
+
+    ``entropy`` = :func:`entropy`; with a teacher also ``reverse_kl`` = :func:`full_reverse_kl`,
+    ``topk_overlap`` = :func:`topk_overlap` at ``k`` and ``top1_overlap`` at 1. Each chunk is upcast once
+    and its student log-softmax serves both the entropy and the KL (the same ops as those functions).
+    """
+    shape = student_logits.shape
+    names = ("entropy",) + (("reverse_kl", "topk_overlap", "top1_overlap") if teacher_logits is not None else ())
+    out = {n: torch.empty(shape[:-1], dtype=_upcast_dtype(student_logits.dtype), device=student_logits.device)
+           for n in names}
+    for i in position_chunks(shape, chunk_bytes):
+        zs = _upcast(student_logits[i])
+        s = torch.log_softmax(zs, dim=-1)
+        p = s.exp()
+        out["entropy"][i] = -_kl_terms(p, s, torch.zeros_like(s)).sum(-1)
+        if teacher_logits is not None:
+            zt = _upcast(teacher_logits[i])
+            out["reverse_kl"][i] = _kl_terms(p, s, torch.log_softmax(zt, dim=-1)).sum(-1)
+            out["topk_overlap"][i] = _topk_overlap_per_token(zs, zt, k)
+            out["top1_overlap"][i] = _topk_overlap_per_token(zs, zt, 1)
+    return {n: masked_mean(v, mask) for n, v in out.items()}
 
 
 # --------------------------------------------------------------------------- #

@@ -72,8 +72,11 @@ def _cfg_of(model):
 
 
 def measure_step(pair, task, method: str = "opd", *, batch_size: int, max_new_tokens: int, mode: str = "tracker",
-                 warmup: int = 1, num_generations: int | None = None, lr: float = 1e-4, **overrides) -> dict:
-    """Run `warmup` steps, then measure one step; return measurement, estimate and timing (bytes, seconds)."""
+                 warmup: int = 1, num_generations: int | None = None, lr: float = 1e-4,
+                 chunked_logits: bool = True, **overrides) -> dict:
+    """Run `warmup` steps, then measure one step; return measurement, estimate and timing (bytes, seconds).
+
+    `chunked_logits=False` measures the trainer's full-copy logits path (before issue 22), the baseline."""
     if mode not in ("tracker", "rss", "cuda"):
         raise ValueError(f"mode must be tracker, rss or cuda, got {mode!r}")
     kw = dict(overrides)
@@ -82,13 +85,14 @@ def measure_step(pair, task, method: str = "opd", *, batch_size: int, max_new_to
     task.max_new_tokens = max_new_tokens
     trainer = hf.trainer_for(pair, task, method, steps=warmup + 1, batch_size=batch_size, eval_every=0,
                              max_new_tokens=max_new_tokens, lr=lr, **kw)
+    trainer.chunked_logits = chunked_logits
     t_w = time.time()
     for _ in range(warmup):
         trainer.step()
     warm_s = time.time() - t_w
     gc.collect()
     out: dict = {"mode": mode, "method": method, "batch_size": batch_size, "max_new_tokens": max_new_tokens,
-                 "warmup_s": round(warm_s, 3)}
+                 "chunked_logits": chunked_logits, "warmup_s": round(warm_s, 3)}
     if mode == "tracker":
         tr = memory.LiveTensorTracker()
         with tr:
@@ -125,7 +129,9 @@ def measure_step(pair, task, method: str = "opd", *, batch_size: int, max_new_to
                           gradient_checkpointing=pair.info.get("gradient_checkpointing", False),
                           uses_teacher=trainer.teacher is not None,
                           ref_logits=trainer.ref is not None, teacher_samples=trainer.cfg.source == "teacher",
-                          teacher_loaded=pair.teacher is not None)
+                          teacher_loaded=pair.teacher is not None, chunked=chunked_logits,
+                          loss=trainer.cfg.loss, kl_anchor=trainer.cfg.kl_coef > 0,
+                          sft_batch=batch_size // trainer.cfg.num_generations if trainer.cfg.sft_coef > 0 else 0)
     gen_tokens = int(rec["rollout/mean_length"] * batch_size)
     out.update({
         "measured_before": int(before), "measured_peak": int(peak), "measured_dynamic": int(peak - before),
@@ -157,7 +163,8 @@ def _probe(spec: dict) -> dict:
     task = GSM8K(max_new_tokens=spec["max_new_tokens"])
     return measure_step(pair, task, spec.get("method", "opd"), batch_size=spec["batch_size"],
                         max_new_tokens=spec["max_new_tokens"], mode=spec.get("mode", "tracker"),
-                        num_generations=spec.get("num_generations"))
+                        num_generations=spec.get("num_generations"), chunked_logits=spec.get("chunked_logits", True),
+                        **spec.get("overrides", {}))
 
 
 def rss_check(spec: dict, timeout: float = 300) -> dict:
@@ -178,7 +185,9 @@ def main(argv=None) -> int:
     if len(argv) != 1:
         print(__doc__)
         return 2
-    print(json.dumps(_probe(json.loads(argv[0]))), flush=True)
+    out = _probe(json.loads(argv[0]))
+    out["process_peak_rss"] = memory.rss_now_and_peak()[1]      # the whole process's high-water mark (VmHWM)
+    print(json.dumps(out), flush=True)
     return 0
 
 

@@ -22,10 +22,17 @@ N = completion, V = vocabulary, L = layers, h = hidden, I = MLP width, s = dtype
                  LoRA input copies ~ 16-28 x h bytes); with gradient checkpointing only each block's
                  input (h x s per token per layer) plus one block's worth while it is recomputed.
                  What is saved was counted with saved_tensors_hooks on this code path.
-  logits         float32 [B, N, V] tensors: the losses upcast. Training holds the student's logits,
-                 their log-softmax and their gradients (LOGIT_COPIES_TRAIN copies) plus the teacher's
-                 (and pi_ref's) logits; the per-step statistics (entropy, reverse KL, top-k overlap)
-                 briefly hold several more (LOGIT_COPIES_STATS).
+  logits         [B, N, V] tensors. The trainer's default (chunked) path keeps each model's output
+                 logits [B, N, V] in its dtype and computes losses and statistics over chunks of
+                 positions (`losses.*_chunked`, `losses.CHUNK_BYTES` of float32 each). Its forward holds
+                 the student's, the teacher's (and pi_ref's) logits, one gradient buffer per dense loss
+                 (full KL, JSD, top-K; and the KL anchor) and a few chunks (CHUNK_COPIES, per loss and for
+                 the statistics, taken before the backward); its backward holds the student's logits
+                 and the gradient buffer, the teacher's logits freed. The previous full-copy path
+                 (`Trainer.chunked_logits = False`, `chunked=False` here) held float32 copies: the
+                 student's logits, their log-softmax and their gradients (LOGIT_COPIES_TRAIN) plus the
+                 teacher's (and pi_ref's) logits, and the statistics after the update briefly several
+                 more (LOGIT_COPIES_STATS).
 
 The step's peak is the weights and optimizer state plus the largest of the three phases
 (sampling, training forward/backward, statistics). A safety margin (default 10%) covers the
@@ -48,6 +55,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import AutoModelForCausalLM
 
+from . import losses
+
 DTYPE_BYTES = {"float32": 4, "fp32": 4, "bfloat16": 2, "bf16": 2, "float16": 2, "fp16": 2, "int8": 1,
                torch.float32: 4, torch.bfloat16: 2, torch.float16: 2, torch.int8: 1}
 LLAMA_LIKE = ("llama", "qwen2", "qwen3", "mistral")
@@ -57,8 +66,14 @@ LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 ACT_H = 10.0                # norms, residual stream, q/o projections and attention output (x h)
 ACT_I = 4.0                 # gate, up, act(gate), gate*up (x intermediate)
 ACT_KV = 4.0                # k, v and their rotated copies (x kv_heads * head_dim)
-LOGIT_COPIES_TRAIN = 4.0    # float32 [B,N,V]: student logits, log-softmax (saved), 2 gradients in its backward
-LOGIT_COPIES_STATS = 6.25   # float32 [B,N,V] transients of the entropy / reverse-KL statistics (+ a bool mask)
+LOGIT_COPIES_TRAIN = 4.0    # full-copy path, float32 [B,N,V]: student logits, log-softmax (saved), 2 gradients
+LOGIT_COPIES_STATS = 6.25   # full-copy path: float32 [B,N,V] transients of the statistics (+ a bool mask)
+# Chunked path: peak float32 chunk-sized transients (x losses.CHUNK_BYTES) of each loss's forward (gradient
+# included) and of the statistics, counted with LiveTensorTracker (tests/test_memory.py checks them).
+CHUNK_COPIES = {"jsd": 12.0, "full_kl": 6.25, "topk": 7.5, "statistics": 6.25, "token_logprobs": 3.0}
+DENSE_LOSSES = ("full_kl", "jsd", "topk")           # losses that keep a [B, N, V] gradient buffer from the forward
+METHOD_LOSS = {"opd": "sampled_token", "opd_full": "full_kl", "gkd": "jsd", "exopd": "sampled_token",
+               "stable_opd": "sampled_token", "grpo": "pg", "sft": "ce", "filtered_sft": "ce"}
 SAFETY = 0.10
 CUDA_CONTEXT = 500 * 2**20
 
@@ -250,11 +265,15 @@ def estimate(student, teacher=None, *, batch_size: int, prompt_len: int, max_new
              teacher_dtype=None, lora_r: int | None = 16, lora_targets="all-linear",
              gradient_checkpointing: bool = False, teacher_on_device: bool = True, uses_teacher: bool = True,
              teacher_samples: bool = False, ref_copy: bool = False, ref_logits: bool = False,
-             stats: bool = True, teacher_loaded: bool | None = None) -> dict:
+             stats: bool = True, teacher_loaded: bool | None = None, chunked: bool = True,
+             loss: str = "sampled_token", kl_anchor: bool = False, sft_batch: int = 0) -> dict:
     """Bytes of each component and phase (no budget logic). See `plan` for the arguments.
 
     `teacher_loaded`: the teacher's weights are on the device even if the method does not use it
-    (default: when it is used).
+    (default: when it is used). `chunked`: the trainer's logits path (`Trainer.chunked_logits`); `loss`:
+    the objective (`cfg.loss`); `kl_anchor`: a KL-to-pi_ref term (`kl_coef > 0`, its own gradient buffer);
+    `sft_batch`: rows of the gold-solution cross-entropy term (`sft_coef > 0`: one per prompt; its completions
+    counted at `max_new_tokens`, an upper bound), whose logits live until the backward.
     """
     S = _shape(student)
     T = _shape(teacher) if (teacher is not None and uses_teacher) else None
@@ -292,9 +311,13 @@ def estimate(student, teacher=None, *, batch_size: int, prompt_len: int, max_new
     logit = B * N * S.vocab * 4                      # one float32 [B, N, V]
     n_other = (1 if T is not None else 0) + (1 if ref_logits else 0)
     # teacher scoring: one forward without grad (one block at a time) + its logits
+    chunk = 4 * S.vocab * losses.chunk_positions((B, N, S.vocab))      # float32 bytes of one upcast chunk
     scoring = 0
     if T is not None:
-        scoring = B * L * (3 * T.intermediate + 4 * T.hidden) * ts + B * (N + 1) * T.vocab * ts + logit
+        # its output logits (N+1 positions on the full-copy path, exactly N on the chunked one), then its token
+        # log-probs: a chunk at a time, or a float32 copy
+        scoring = B * L * (3 * T.intermediate + 4 * T.hidden) * ts + B * (N + (0 if chunked else 1)) * T.vocab * ts
+        scoring += chunk if chunked else logit
 
     # training forward/backward: saved activations + logits (student's float32 logits and their
     # log-softmax, the teacher's/pi_ref's logits, two float32 gradients at the log-softmax backward)
@@ -303,14 +326,30 @@ def estimate(student, teacher=None, *, batch_size: int, prompt_len: int, max_new
         acts = B * L * (S.layers * S.hidden * s + once + per_layer + transient) + B * L * L * s
     else:
         acts = B * L * (S.layers * per_layer + once + transient) + B * L * L * s    # + the [B,1,T,T] mask
+    acts += acts * sft_batch // max(B, 1)             # the gold batch's training forward (sft_coef > 0)
     comp["activations" + (" (checkpointed)" if gradient_checkpointing else "")] = acts
-    comp["logits fp32 (training)"] = int((LOGIT_COPIES_TRAIN + n_other) * logit)
-    training = acts + comp["logits fp32 (training)"]
-    # statistics after the update (entropy, reverse KL, top-k overlap): the kept logits + transients
     statistics = 0
-    if stats:
-        statistics = int((1 + n_other + LOGIT_COPIES_STATS) * logit)
-        comp["logits fp32 (statistics)"] = statistics
+    if chunked:
+        out_s = B * N * S.vocab * s                  # a model's output logits [B, N, V] in its dtype
+        out_t = B * N * S.vocab * ts if T is not None else 0
+        out_ref = out_s if ref_logits else 0
+        n_grad = int(loss in DENSE_LOSSES) + int(kl_anchor)
+        grad = n_grad * B * N * S.vocab * s          # gradient buffers, computed in the forward
+        chunks = max(CHUNK_COPIES.get(loss, 0.0), CHUNK_COPIES["statistics"] if stats else 0.0,
+                     CHUNK_COPIES["full_kl"] if kl_anchor else 0.0) * chunk
+        out_gold = sft_batch * N * S.vocab * s
+        forward = out_s + out_t + out_ref + out_gold + grad + chunks
+        # backward: the output logits and the gradient buffer(s) (the token log-probs' is made here)
+        backward = out_s + out_gold + max(grad, B * N * S.vocab * s)
+        comp["logits (training, chunked)"] = int(max(forward, backward))
+        training = acts + comp["logits (training, chunked)"]
+    else:
+        comp["logits fp32 (training)"] = int((LOGIT_COPIES_TRAIN + n_other) * logit)
+        training = acts + comp["logits fp32 (training)"]
+        # statistics after the update (entropy, reverse KL, top-k overlap): the kept logits + transients
+        if stats:
+            statistics = int((1 + n_other + LOGIT_COPIES_STATS) * logit)
+            comp["logits fp32 (statistics)"] = statistics
     phases = {"sampling": int(sampling), "teacher scoring": int(scoring), "training": int(training),
               "statistics": int(statistics)}
     return {"components": {k: int(v) for k, v in comp.items()}, "phases": phases, "static": int(static),
@@ -331,6 +370,9 @@ def plan(student, teacher=None, *, batch_size: int, prompt_len: int, max_new_tok
     uses_teacher = method not in ("grpo",) and teacher is not None
     teacher_samples = method in ("sft", "filtered_sft")
     ref = method in ("exopd", "stable_opd") or kw.pop("ref", False)
+    kw.setdefault("loss", METHOD_LOSS.get(method, "sampled_token"))
+    kw.setdefault("kl_anchor", method == "stable_opd")
+    kw.setdefault("sft_batch", batch_size // max(1, num_generations) if method == "stable_opd" else 0)
     args = dict(dtype=dtype, teacher_dtype=teacher_dtype, lora_r=lora_r, lora_targets=lora_targets,
                 gradient_checkpointing=gradient_checkpointing, teacher_on_device=teacher_on_device,
                 uses_teacher=uses_teacher, teacher_samples=teacher_samples, ref_copy=ref and not lora_r,

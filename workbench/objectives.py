@@ -31,6 +31,8 @@ class LossInputs:
     loss mask (the completion mask, less EOS positions under `mask_special_tokens`); `t_*` are None
     unless the objective `needs_teacher`, `ref_logits` None unless a reference model is loaded;
     `sampler_lp` holds log mu of a tempered / truncated sampler (None: the samples are the student's own).
+    `chunked`: the logits may be in the model's dtype and the objective must use the `losses.*_chunked` forms
+    (same values and gradients, no [B, N, V] float32 copies; the trainer's default, issue 22).
     """
     rollout: object                 # rollout.Rollout
     mask: torch.Tensor
@@ -41,6 +43,7 @@ class LossInputs:
     t_lp: torch.Tensor | None
     ref_logits: torch.Tensor | None
     sampler_lp: torch.Tensor | None = None
+    chunked: bool = False
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,8 @@ def _ce(b: LossInputs, cfg, stats):
     weights = b.mask if cfg.signal == "dense" else b.mask * b.rewards[:, None]   # reward-filtered traces
     if cfg.signal == "sparse":
         stats["filter/kept_frac"] = (b.rewards > 0).float().mean().item()
+    if b.chunked:       # s_lp is log pi of exactly these targets: the same masked mean, no second log-softmax
+        return L.masked_mean(-b.s_lp, weights)
     return L.cross_entropy_loss(b.s_logits, b.rollout.completion_ids, weights)
 
 
@@ -119,7 +124,7 @@ def _pg(b: LossInputs, cfg, stats):
 
 def _sampled_token(b: LossInputs, cfg, stats):
     if cfg.reward_scale != 1.0:
-        ref_lp = L.token_logprobs(b.ref_logits, b.rollout.completion_ids)
+        ref_lp = (L.token_logprobs_chunked if b.chunked else L.token_logprobs)(b.ref_logits, b.rollout.completion_ids)
         adv = L.gopd_advantages(b.s_lp, b.t_lp, ref_lp, cfg.reward_scale)
     else:
         adv = L.opd_token_rewards(b.s_lp, b.t_lp)
@@ -127,7 +132,8 @@ def _sampled_token(b: LossInputs, cfg, stats):
         stats["reward/clipped_frac"] = _frac(adv < cfg.reward_clip, b.mask)
         adv = L.clip_rewards(adv, cfg.reward_clip)
     if cfg.vopd:
-        _, kl_t = L.full_reverse_kl(b.s_logits.detach(), b.t_logits, b.mask)
+        _, kl_t = (L.full_reverse_kl_chunked if b.chunked else L.full_reverse_kl)(b.s_logits.detach(), b.t_logits,
+                                                                                   b.mask)
         adv = L.vopd_advantages(adv, kl_t)
     adv = L.discounted_returns(adv, b.mask, cfg.gamma)
     stats["opd/advantage_mean"] = L.masked_mean(adv, b.mask).item()
@@ -136,8 +142,9 @@ def _sampled_token(b: LossInputs, cfg, stats):
 
 def _topk(b: LossInputs, cfg, stats):
     k = min(cfg.teacher_topk, b.s_logits.shape[-1])
-    return L.topk_reverse_kl(b.s_logits, b.t_logits, b.mask, k=k, renormalize=cfg.topk_renormalize,
-                             sampled_ids=b.rollout.completion_ids if cfg.topk_include_sampled else None)[0]
+    fn = L.topk_reverse_kl_chunked if b.chunked else L.topk_reverse_kl
+    return fn(b.s_logits, b.t_logits, b.mask, k=k, renormalize=cfg.topk_renormalize,
+              sampled_ids=b.rollout.completion_ids if cfg.topk_include_sampled else None)[0]
 
 
 def _sdar(b: LossInputs, cfg, stats):
@@ -156,9 +163,11 @@ register(Objective("sampled_token", (ON_DENSE,), _sampled_token, needs_teacher=T
                    needs_reference=lambda cfg: cfg.reward_scale != 1.0,
                    doc="on-policy distillation: log q - log p of each sampled token as its reward "
                        "(G-OPD / ExOPD with reward_scale != 1, vOPD, clipping, discounting)"))
-register(Objective("full_kl", (OFF_DENSE, ON_DENSE), lambda b, cfg, stats: L.full_reverse_kl(
-    b.s_logits, b.t_logits, b.mask)[0], needs_teacher=True, doc="analytic full-vocabulary reverse KL"))
-register(Objective("jsd", (OFF_DENSE, ON_DENSE), lambda b, cfg, stats: L.generalized_jsd(
+register(Objective("full_kl", (OFF_DENSE, ON_DENSE), lambda b, cfg, stats: (
+    L.full_reverse_kl_chunked if b.chunked else L.full_reverse_kl)(b.s_logits, b.t_logits, b.mask)[0],
+    needs_teacher=True, doc="analytic full-vocabulary reverse KL"))
+register(Objective("jsd", (OFF_DENSE, ON_DENSE), lambda b, cfg, stats: (
+    L.generalized_jsd_chunked if b.chunked else L.generalized_jsd)(
     b.s_logits, b.t_logits, beta=cfg.beta, temperature=cfg.jsd_temperature, mask=b.mask), needs_teacher=True,
     doc="GKD's generalised Jensen-Shannon divergence"))
 register(Objective("topk", (OFF_DENSE, ON_DENSE), _topk, needs_teacher=True,

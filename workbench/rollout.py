@@ -190,18 +190,23 @@ def to_rollout(prompt_ids, prompt_mask, completion, logprobs, eos_token_id, samp
                    sampler_logprobs=None if sampler_logprobs is None else sampler_logprobs * cmask)
 
 
-def completion_logits(model, rollout: Rollout, temperature: float = 1.0) -> torch.Tensor:
+def completion_logits(model, rollout: Rollout, temperature: float = 1.0, low_memory: bool = False) -> torch.Tensor:
     """Logits [B, N, V] that predicted each completion token (one forward over prompt + completion).
 
-    Runs with or without grad depending on the caller's context.
+    Runs with or without grad depending on the caller's context. `low_memory=True` (the trainer's chunked
+    path, issue 22) keeps the model's dtype (no float32 copy: the chunked losses upcast one chunk at a time)
+    and has the model project exactly the N scoring positions (`logits_to_keep` as indices) instead of N+1
+    then a slice, whose backward would allocate a zero-padded [B, N+1, V] gradient.
     """
     ids, mask = rollout.input_ids, rollout.attention_mask
     P, N = rollout.prompt_ids.shape[1], rollout.completion_ids.shape[1]
+    # position P-1+t predicts completion token t
+    keep = torch.arange(P - 1, P - 1 + N, device=ids.device) if low_memory else N + 1
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask), use_cache=False,
-                logits_to_keep=N + 1)
-    logits = out.logits[:, :-1, :]        # position P-1+t predicts completion token t
+                logits_to_keep=keep)
+    logits = out.logits if low_memory else out.logits[:, :-1, :].float()
     assert logits.shape[1] == N, (logits.shape, P, N)
-    return logits.float() / temperature if temperature != 1.0 else logits.float()
+    return logits / temperature if temperature != 1.0 else logits
 
 
 def sequence_logprobs(model, rollout: Rollout) -> torch.Tensor:

@@ -120,6 +120,15 @@ def resolve_config(cfg: TrainConfig, task, *, teacher_given: bool = False, stude
 
 
 class Trainer:
+    # How a step treats [B, N, V] logits. True (the default): in the model's dtype, exactly the N scoring
+    # positions projected (`completion_logits(low_memory=True)`), the teacher's clamped in place, every loss
+    # and statistic computed chunk by chunk over positions (`losses.*_chunked`,
+    # `losses.step_statistics`), the statistics taken before the backward so the teacher's logits are freed
+    # first (issue 22). False: the path before it (float32 copies, a clamped copy, full-size log-softmaxes,
+    # statistics after the update), the same numbers to float32 rounding; kept as the baseline that
+    # `python -m benchmarks memory` measures in the same run.
+    chunked_logits = True
+
     def __init__(self, cfg: TrainConfig | None = None, *, teacher=None, student=None, tokenizer=None, task=None,
                  _resume_dir: str | None = None, _student_from: str | None = None, **overrides):
         """Build from a config (or keyword overrides of one). Everything is validated before models load.
@@ -309,24 +318,30 @@ class Trainer:
             mask = r.completion_mask
             tokens_in_batch = int(r.prompt_mask.sum() + mask.sum())
             t1 = time.time()
-            teacher_logits = None
+            chunked = self.chunked_logits
+            lp_of = L.token_logprobs_chunked if chunked else L.token_logprobs
+            ids = r.completion_ids
+            teacher_logits = t_lp = None
             if self.teacher_scores:
                 with torch.no_grad():
-                    teacher_logits = completion_logits(self.teacher, r).clamp(min=TEACHER_LOGIT_FLOOR)
+                    teacher_logits = completion_logits(self.teacher, r, low_memory=chunked)
+                    # chunked: floored in place, no copy (in half precision the floor is the dtype's value nearest
+                    # TEACHER_LOGIT_FLOOR, e.g. -9984 in bfloat16; only -inf / banned entries are that low)
+                    teacher_logits = (teacher_logits.clamp_(min=TEACHER_LOGIT_FLOOR) if chunked
+                                      else teacher_logits.clamp(min=TEACHER_LOGIT_FLOOR))
+                    t_lp = lp_of(teacher_logits, ids)
                 self.costs.teacher_score(tokens_in_batch)
             t_teacher = time.time() - t1
 
             # ---- loss --------------------------------------------------------------------------
             t2 = time.time()
-            s_logits = completion_logits(self.student, r)
+            s_logits = completion_logits(self.student, r, low_memory=chunked)
             self.costs.student_train(tokens_in_batch)
-            ids = r.completion_ids
-            s_lp = L.token_logprobs(s_logits, ids)
-            t_lp = L.token_logprobs(teacher_logits, ids) if teacher_logits is not None else None
+            s_lp = lp_of(s_logits, ids)
             ref_logits = None
             if self.ref is not None:
                 with torch.no_grad():
-                    ref_logits = completion_logits(self.ref, r)
+                    ref_logits = completion_logits(self.ref, r, low_memory=chunked)
                 self.costs.student_forward(tokens_in_batch)
             stats = {}
             loss_mask = mask
@@ -338,7 +353,7 @@ class Trainer:
             loss = self._loss(cfg, r, loss_mask, rewards, s_logits, s_lp, teacher_logits, t_lp, ref_logits, stats,
                               sampler_lp)
             if cfg.kl_coef > 0:
-                kl_ref, _ = L.kl_to_reference(s_logits, ref_logits, mask)
+                kl_ref, _ = (L.kl_to_reference_chunked if chunked else L.kl_to_reference)(s_logits, ref_logits, mask)
                 loss = loss + cfg.kl_coef * kl_ref
                 stats["ref/kl"] = kl_ref.item()
             if cfg.sft_coef > 0:
@@ -346,10 +361,15 @@ class Trainer:
                 g_tokens = int(gold.prompt_mask.sum() + gold.completion_mask.sum())
                 self.costs.student_read(g_tokens)
                 self.costs.student_train(g_tokens)
-                sft = L.cross_entropy_loss(completion_logits(self.student, gold), gold.completion_ids,
-                                           gold.completion_mask)
+                sft = (L.cross_entropy_loss_chunked if chunked else L.cross_entropy_loss)(
+                    completion_logits(self.student, gold, low_memory=chunked), gold.completion_ids,
+                    gold.completion_mask)
                 loss = loss + cfg.sft_coef * sft
                 stats["gold/sft_loss"] = sft.item()
+            logit_stats = None
+            if chunked:     # now, so that the teacher's and pi_ref's logits are freed before the backward
+                logit_stats = self._logit_statistics(s_logits, teacher_logits, mask)
+                teacher_logits = ref_logits = None
 
             # ---- gradient (guarded: a non-finite loss or gradient skips the update) ---------------
             for g in self.opt.param_groups:
@@ -393,19 +413,20 @@ class Trainer:
                "rollout/truncated_frac": r.truncated.float().mean().item(),
                "rollout/repetition_rate": repetition_rate(texts),
                "reward/mean": rewards.mean().item(), "train/accuracy": sum(v.correct for v in verdicts) / len(verdicts)}
-        with torch.no_grad():
-            rec["policy/entropy"] = L.entropy(s_logits.detach(), mask)[0].item()
-            if t_lp is not None:
+        if logit_stats is None:
+            logit_stats = self._logit_statistics(s_logits, teacher_logits, mask)
+        rec["policy/entropy"] = logit_stats["entropy"].item()
+        if t_lp is not None:
+            with torch.no_grad():
                 tok_r = (t_lp - s_lp.detach())
                 m = mask.bool()
                 rec["teacher/token_reward_mean"] = tok_r[m].mean().item()
                 rec["teacher/token_reward_neg_frac"] = (tok_r[m] < 0).float().mean().item()
-                rec["teacher/reverse_kl"] = L.full_reverse_kl(s_logits.detach(), teacher_logits, mask)[0].item()
-                rec["teacher/topk_overlap"] = L.topk_overlap(s_logits.detach(), teacher_logits,
-                                                             min(cfg.teacher_topk, s_logits.shape[-1]), mask).item()
-                # k = 1: do student and teacher agree on the most likely next token? In a small vocabulary
-                # top-4 overlap is mostly the order of near-zero tail tokens; top-1 is not.
-                rec["teacher/top1_overlap"] = L.topk_overlap(s_logits.detach(), teacher_logits, 1, mask).item()
+            rec["teacher/reverse_kl"] = logit_stats["reverse_kl"].item()
+            rec["teacher/topk_overlap"] = logit_stats["topk_overlap"].item()
+            # k = 1: do student and teacher agree on the most likely next token? In a small vocabulary
+            # top-4 overlap is mostly the order of near-zero tail tokens; top-1 is not.
+            rec["teacher/top1_overlap"] = logit_stats["top1_overlap"].item()
         rec.update(stats)
         rec.update(self.costs.as_metrics())
         rec.update({"time/generate_s": t_gen, "time/teacher_s": t_teacher, "time/update_s": t_update})
@@ -455,10 +476,23 @@ class Trainer:
         cfg = self.cfg
         return cfg.temperature != 1.0 or (cfg.top_p is not None and cfg.top_p < 1.0) or cfg.top_k is not None
 
+    @torch.no_grad()
+    def _logit_statistics(self, s_logits, t_logits, mask) -> dict:
+        """Entropy and, with the teacher's logits, reverse KL and top-k / top-1 overlap (masked means)."""
+        k = min(self.cfg.teacher_topk, s_logits.shape[-1])
+        if self.chunked_logits:
+            return L.step_statistics(s_logits.detach(), t_logits, mask, k=k)
+        s = s_logits.detach()
+        out = {"entropy": L.entropy(s, mask)[0]}
+        if t_logits is not None:
+            out.update(reverse_kl=L.full_reverse_kl(s, t_logits, mask)[0], topk_overlap=L.topk_overlap(
+                s, t_logits, k, mask), top1_overlap=L.topk_overlap(s, t_logits, 1, mask))
+        return out
+
     def _loss(self, cfg, r, mask, rewards, s_logits, s_lp, t_logits, t_lp, ref_logits, stats, sampler_lp=None):
         """The configured objective's loss (`objectives.OBJECTIVES[cfg.loss]`); it may add statistics to `stats`."""
         inputs = LossInputs(rollout=r, mask=mask, rewards=rewards, s_logits=s_logits, s_lp=s_lp, t_logits=t_logits,
-                            t_lp=t_lp, ref_logits=ref_logits, sampler_lp=sampler_lp)
+                            t_lp=t_lp, ref_logits=ref_logits, sampler_lp=sampler_lp, chunked=self.chunked_logits)
         return objectives.get(cfg.loss).compute(inputs, cfg, stats)
 
     def _samples(self, problems, r, texts, verdicts, s_lp, t_lp) -> list[dict]:
