@@ -46,7 +46,7 @@ from .evaluation import evaluate
 from .models import build_model, load_checkpoint
 from .rollout import completion_logits
 from .tasks import get_task
-from .tokenizer import build_tokenizer
+from .tokenizer import build_tokenizer, vocab_mismatch
 
 ZOO_DIR = Path(__file__).parent / "zoo_ckpt"
 EVAL_PROBLEMS, EVAL_SEED = 512, 0
@@ -68,6 +68,7 @@ class Recipe:
     label_smoothing: float = 0.0    # keeps some probability on every token (see the student's note)
     mix_split: str | None = None     # draw a fraction `mix_frac` of each batch from this split instead
     mix_frac: float = 0.0
+    init: str | None = None          # start from this zoo entry (fine-tune) instead of fresh weights
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ class PlateauRecipe:
 
     The plateau rule (`workbench/plateau.py`): greedy accuracy on the `val` split every `eval_every`
     steps; stop after `patience` evaluations in a row without a gain of `min_delta` over the best;
-    keep the best. The comparisons' default starting point (`compare.PROTOCOLS["plateau"]`).
+    keep the best. The comparisons' default starting point (`compare.start_student(task, "plateau")`).
     """
     task: str
     init: str
@@ -102,6 +103,12 @@ RECIPES = {
     "addition-student": Recipe("addition", "tiny-student", "short", steps=1500, role="student",
                                mix_split="train", mix_frac=0.03),
     "addition-student-sft": PlateauRecipe("addition", init="addition-student", teacher="addition-teacher"),
+    # the testbed with a teacher of realistic entropy (docs/testbed.md): the addition teacher fine-tuned on
+    # traces whose columns write their summands in any order, and the weak student SFT'd on its traces to a plateau
+    "addition-orders-teacher": Recipe("addition-orders", "tiny-teacher", "train", steps=1500, lr=1e-3, warmup=50,
+                                      role="teacher", init="addition-teacher"),
+    "addition-orders-student-sft": PlateauRecipe("addition-orders", init="addition-student",
+                                                 teacher="addition-orders-teacher"),
 }
 
 
@@ -118,7 +125,14 @@ def pretrain(recipe: Recipe, log=print):
     task = get_task(recipe.task)
     tok = build_tokenizer(task.charset)
     torch.manual_seed(recipe.seed)
-    model = build_model(recipe.preset, tok, recipe.arch, seed=recipe.seed)
+    if recipe.init:
+        model, init_tok = load(recipe.init)
+        why = vocab_mismatch(init_tok, tok)
+        if why:
+            raise ValueError(f"recipe init {recipe.init!r} does not share task {recipe.task!r}'s tokenizer ({why}); "
+                             "fine-tune only between tasks with one character set")
+    else:
+        model = build_model(recipe.preset, tok, recipe.arch, seed=recipe.seed)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.01, betas=(0.9, 0.98))
     rng = random.Random(f"pretrain:{recipe.task}:{recipe.split}:{recipe.seed}")
@@ -172,9 +186,15 @@ def metadata(name: str) -> dict:
     return json.loads((path(name) / "workbench.json").read_text())
 
 
+# (teacher, weak student) per task. `addition-orders` shares the weak `addition-student` (one character set):
+# it never saw the column orders, so the orders are new to it the way the 4-5 digit sums are.
+PAIRS = {"addition": ("addition-teacher", "addition-student"),
+         "addition-orders": ("addition-orders-teacher", "addition-student")}
+
+
 def default_pair(task: str) -> tuple[str, str]:
-    """(teacher, student) zoo names for a task."""
-    t, s = f"{task}-teacher", f"{task}-student"
+    """(teacher, weak student) zoo names for a task."""
+    t, s = PAIRS.get(task, (f"{task}-teacher", f"{task}-student"))
     if t not in RECIPES or s not in RECIPES:
         raise ValueError(f"the zoo has no teacher/student pair for task {task!r}; pass --teacher and --student "
                          "checkpoint directories")

@@ -40,15 +40,20 @@ def build(names=None, out_dir: Path = ZOO_DIR, log=print) -> dict:
             extra["testbed"] = testbed_properties(model, teacher, tok, recipe.task)
         else:
             model, tok = pretrain(recipe, log=log)
-        train_s = time.time() - t0
-        acc = measure(model, tok, recipe.task)
-        meta = {"name": name, "recipe": asdict(recipe), "params": count_params(model), "train_s": round(train_s, 1),
-                "eval": {"split": "test", "n": EVAL_PROBLEMS, "seed": EVAL_SEED, **acc},
-                "torch": torch.__version__, "threads": torch.get_num_threads(), **extra}
-        save_checkpoint(model, tok, out_dir / name, extra=meta)
-        log(f"  {name}: greedy accuracy {acc['accuracy']:.3f} on {EVAL_PROBLEMS} test problems, {train_s:.0f}s")
-        results[name] = meta
+        results[name] = save_entry(name, model, tok, time.time() - t0, out_dir, extra, log)
     return results
+
+
+def save_entry(name: str, model, tok, train_s: float, out_dir: Path = ZOO_DIR, extra=None, log=print) -> dict:
+    """Measure a freshly trained entry on `test` and save it with its `workbench.json` (recipe, accuracy, cost)."""
+    recipe = RECIPES[name]
+    acc = measure(model, tok, recipe.task)
+    meta = {"name": name, "recipe": asdict(recipe), "params": count_params(model), "train_s": round(train_s, 1),
+            "eval": {"split": "test", "n": EVAL_PROBLEMS, "seed": EVAL_SEED, **acc},
+            "torch": torch.__version__, "threads": torch.get_num_threads(), **(extra or {})}
+    save_checkpoint(model, tok, out_dir / name, extra=meta)
+    log(f"  {name}: greedy accuracy {acc['accuracy']:.3f} on {EVAL_PROBLEMS} test problems, {train_s:.0f}s")
+    return meta
 
 
 @torch.no_grad()

@@ -1,9 +1,9 @@
 """Synthetic tasks: problem generator + reference solution + verifier (see `base.Task`)."""
-from .arithmetic import Addition, Multiply
+from .arithmetic import Addition, AdditionOrders, Multiply
 from .base import ANSWER_SEP, Problem, Task, Verdict
 from .gsm8k import GSM8K
 
-TASKS = {"addition": Addition, "multiply": Multiply}
+TASKS = {"addition": Addition, "addition-orders": AdditionOrders, "multiply": Multiply}
 # tasks read from data files, for real tokenizers (not character-level); also reachable by name
 DATA_TASKS = {"gsm8k": GSM8K}
 
@@ -20,4 +20,4 @@ def get_task(name, **kwargs) -> Task:
     return TASKS[name](**kwargs)
 
 
-__all__ = ["ANSWER_SEP", "Addition", "DATA_TASKS", "GSM8K", "Multiply", "Problem", "TASKS", "Task", "Verdict", "get_task"]
+__all__ = ["ANSWER_SEP", "Addition", "AdditionOrders", "DATA_TASKS", "GSM8K", "Multiply", "Problem", "TASKS", "Task", "Verdict", "get_task"]
