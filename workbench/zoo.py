@@ -88,6 +88,7 @@ class PlateauRecipe:
     eval_problems: int = 256
     patience: int = 4
     min_delta: float = 0.005
+    min_steps: int = 0               # the rule cannot stop before this step
     max_steps: int = 3000
     sft_data: str = "teacher"       # "teacher": traces the teacher samples at T = 1; "reference": gold traces
     seed: int = 0
@@ -108,7 +109,7 @@ RECIPES = {
     "addition-orders-teacher": Recipe("addition-orders", "tiny-teacher", "train", steps=1500, lr=1e-3, warmup=50,
                                       role="teacher", init="addition-teacher"),
     "addition-orders-student-sft": PlateauRecipe("addition-orders", init="addition-student",
-                                                 teacher="addition-orders-teacher"),
+                                                 teacher="addition-orders-teacher", min_steps=500),
 }
 
 
