@@ -219,7 +219,7 @@ def main(argv=None) -> int:
     ns = build_parser().parse_args(argv)
     if getattr(ns, "command", None) == "compare":
         ns.budget_tokens = ns.budget_tokens or DEFAULT_BUDGET
-        ns.task = ns.task or "addition"
+        ns.task = ns.task or compare_module.DEFAULT_TASK
     try:
         return ns.func(ns)
     except (ConfigError, FileNotFoundError, ValueError, RunDirError) as e:

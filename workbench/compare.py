@@ -54,6 +54,8 @@ PROTOCOL_SETTINGS = {
     # the weak protocol keeps the presets' rates (swept at 1.2M tokens from the weak student, docs/measurements.md)
     ("addition", "weak"): {},
 }
+# the testbed the comparisons run on by default (docs/testbed.md: the conditions it meets and the one it does not)
+DEFAULT_TASK = "addition"
 DEFAULT_METHODS = ("opd", "sft", "grpo")
 DEFAULT_SEEDS = (0, 1, 2)
 DEFAULT_BUDGET = 400_000
@@ -80,7 +82,7 @@ def _all_or_none(xs):
     return None if any(x is None for x in xs) else statistics.fmean(xs)
 
 
-def compare(task: str = "addition", protocol: str = "plateau", methods=DEFAULT_METHODS, seeds=DEFAULT_SEEDS,
+def compare(task: str = DEFAULT_TASK, protocol: str = "plateau", methods=DEFAULT_METHODS, seeds=DEFAULT_SEEDS,
             budget_tokens: int = DEFAULT_BUDGET, rival_factor: float = RIVAL_FACTOR,
             target_frac: float = TARGET_FRAC, teacher: str | None = None, student: str | None = None,
             eval_sequences: int = 640, eval_problems: int = 256, eval_split: str = "test", device: str = "auto",
@@ -173,7 +175,7 @@ DEFAULT_SWEEP = {"sft": (1e-4, 3e-4, 1e-3), "grpo": (1e-5, 3e-5, 1e-4),
                  "opd_full": (1e-4, 3e-4, 1e-3)}
 
 
-def sweep(task: str = "addition", protocol: str = "plateau", grid: dict | None = None, seeds=(0,),
+def sweep(task: str = DEFAULT_TASK, protocol: str = "plateau", grid: dict | None = None, seeds=(0,),
           budget_tokens: int = DEFAULT_BUDGET, progress=print, **common) -> tuple[list[dict], dict]:
     """Each method at each setting of `grid`, evaluated on the `val` split; returns (rows, best settings per method).
 
