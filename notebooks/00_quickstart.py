@@ -41,6 +41,7 @@ size: str = "full"          # "smoke": a few steps (seconds, used by the tests);
 run_dir: str = "../runs/notebooks/00_quickstart"   # where the dashboard HTML and results.json are written
 mode: str = "live"          # "live": the dashboard redraws while training; "static": final figures only (headless runs)
 device: str = "auto"        # "auto": CUDA when present, else CPU; or "cpu" / "cuda"
+task: str = "addition"      # the testbed: a task with a `<task>-student-sft` zoo entry (docs/testbed.md)
 
 # %%
 import time
@@ -76,7 +77,7 @@ S
 # when the checkpoint was built:
 
 # %%
-meta = zoo.metadata(C.start_student("addition", "plateau"))
+meta = zoo.metadata(C.start_student(task, "plateau"))
 tb = meta["testbed"]
 pd.DataFrame([
     {"property": "student greedy / temperature-1 accuracy (calibration)",
@@ -116,7 +117,7 @@ pd.DataFrame([
 
 # %%
 dash = TrainingDashboard(mode=mode)
-res = C.compare("addition", "plateau", methods=("opd", "opd_full", "sft", "grpo"), seeds=S.seeds, budget_tokens=S.budget_tokens,
+res = C.compare(task, "plateau", methods=("opd", "opd_full", "sft", "grpo"), seeds=S.seeds, budget_tokens=S.budget_tokens,
                 eval_problems=S.eval_problems, device=device, callbacks=[dash], **S.common)
 saved = dash.save(out / "dashboard.html", png=False)
 

@@ -35,6 +35,7 @@ size: str = "full"          # "smoke": a few steps (seconds, used by the tests);
 run_dir: str = "../runs/notebooks/05_head_to_head_cost"   # where the dashboard HTML and results.json are written
 mode: str = "live"          # "live": the dashboard redraws while training; "static": final figures only (headless runs)
 device: str = "auto"        # "auto": CUDA when present, else CPU; or "cpu" / "cuda"
+task: str = "addition"      # the testbed: a task with a `<task>-student-sft` zoo entry (docs/testbed.md)
 
 # %%
 import time
@@ -66,7 +67,7 @@ METHODS = ("opd", "sft", "filtered_sft", "grpo")
 
 # %%
 dash = TrainingDashboard(mode=mode)
-res = C.compare("addition", "plateau", methods=METHODS, seeds=S.seeds, budget_tokens=S.budget_tokens,
+res = C.compare(task, "plateau", methods=METHODS, seeds=S.seeds, budget_tokens=S.budget_tokens,
                 eval_problems=S.eval_problems, device=device, callbacks=[dash], **S.common)
 saved = dash.save(out / "dashboard.html", png=False)
 print(f"teacher {res['teacher_accuracy']:.3f}, plateau student {res['start_accuracy']:.3f}, "

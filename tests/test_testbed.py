@@ -45,10 +45,24 @@ def test_sft_to_plateau_stops_after_patience_and_keeps_the_best(tok, models):
     assert rec["curve"][-1]["student_tokens"] > 0
 
 
+def test_sft_to_plateau_runs_at_least_min_steps(tok, models):
+    """Same flat curve, but the rule may not stop before `min_steps`: it runs on to step 6 (the first evaluation
+    at or past min_steps with `patience` evaluations since the best) and still keeps step 0's weights."""
+    teacher, student = models
+    rule = PlateauRecipe("addition", init="-", teacher="-", lr=1e-2, batch_size=4, eval_every=2, eval_problems=8,
+                         patience=2, min_delta=0.05, min_steps=5, max_steps=50, sft_data="reference")
+    model, rec = sft_to_plateau(student, tok, teacher, TASK, rule, log=lambda *_: None)
+    assert rec["plateau_reached"] and rec["steps_run"] == 6 and rec["chosen_step"] == 0
+    assert rec["rule"]["min_steps"] == 5
+
+
 def test_sft_to_plateau_refuses_a_bad_rule(tok, models):
     rule = PlateauRecipe("addition", init="-", teacher="-", patience=0)
     with pytest.raises(ValueError, match="patience >= 1"):
         sft_to_plateau(models[1], tok, models[0], TASK, rule)
+    with pytest.raises(ValueError, match="min_steps <= max_steps"):
+        sft_to_plateau(models[1], tok, models[0], TASK, PlateauRecipe("addition", init="-", teacher="-",
+                                                                       min_steps=10, max_steps=5, eval_every=5))
 
 
 def test_budget_run_stops_within_one_step_of_the_budget(tok, models):

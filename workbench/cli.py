@@ -177,7 +177,7 @@ def cmd_compare(ns) -> int:
             raise ConfigError("--sweep tries a grid of learning rates; do not also pass --lr")
         rows, best = sweep(grid={m: DEFAULT_SWEEP.get(m, (1e-4, 3e-4, 1e-3)) for m in methods}, **kw)
         for r in rows:
-            emit(dict(r, best=r["lr"] == best[r["method"]]), ns.json)
+            emit(dict(r, best=all(r.get(k) == v for k, v in best[r["method"]].items())), ns.json)
         return 0
     res = compare(methods=methods, rival_factor=ns.rival_factor, target_frac=ns.target_frac, out=ns.out, **kw)
     for r in res["rows"]:
@@ -317,7 +317,7 @@ def main(argv=None) -> int:
     ns = build_parser().parse_args(argv)
     if getattr(ns, "command", None) == "compare":
         ns.budget_tokens = ns.budget_tokens or DEFAULT_BUDGET
-        ns.task = ns.task or "addition"
+        ns.task = ns.task or compare_module.DEFAULT_TASK
     try:
         return ns.func(ns)
     except (ConfigError, FileNotFoundError, ValueError, RunDirError) as e:

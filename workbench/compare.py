@@ -42,17 +42,20 @@ from .models import pick_device
 from .pairs import load_named_pair
 from .tasks import get_task
 
-PROTOCOLS = {"plateau": "{task}-student-sft", "weak": "{task}-student"}
-# per protocol, each method's settings chosen by `sweep` on the val split (docs/measurements.md); a method not
-# listed uses its preset's. Precedence: these < options common to all methods < `method_overrides`.
+PROTOCOLS = ("plateau", "weak")
+# per (task, protocol), each method's settings chosen by `sweep` on the val split (docs/measurements.md); a
+# method not listed uses its preset's. Precedence: these < options common to all methods < `method_overrides`.
 PROTOCOL_SETTINGS = {
     # 2026-12-07, one seed, 300k student tokens each, val accuracy = mean of the last three evaluations
     # (start 0.938): opd 3e-5/64 0.934, 1e-4/64 0.919, 1e-4/256 0.927, 3e-4/256 0.909; opd_full 1e-4 0.923,
     # 3e-4 0.919; sft 3e-4 0.928, 1e-3 0.839; grpo 1e-5 0.938, 3e-5 0.934
-    "plateau": {"opd": {"lr": 3e-5}, "opd_full": {"lr": 1e-4}, "sft": {"lr": 3e-4}, "grpo": {"lr": 1e-5}},
+    ("addition", "plateau"): {"opd": {"lr": 3e-5}, "opd_full": {"lr": 1e-4}, "sft": {"lr": 3e-4},
+                              "grpo": {"lr": 1e-5}},
     # the weak protocol keeps the presets' rates (swept at 1.2M tokens from the weak student, docs/measurements.md)
-    "weak": {},
+    ("addition", "weak"): {},
 }
+# the testbed the comparisons run on by default (docs/testbed.md: the conditions it meets and the one it does not)
+DEFAULT_TASK = "addition"
 DEFAULT_METHODS = ("opd", "sft", "grpo")
 DEFAULT_SEEDS = (0, 1, 2)
 DEFAULT_BUDGET = 400_000
@@ -65,7 +68,7 @@ def start_student(task: str, protocol: str) -> str:
     """The zoo entry a protocol starts from (a checkpoint directory may be passed instead as `student=`)."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; choose one of {sorted(PROTOCOLS)}")
-    return PROTOCOLS[protocol].format(task=task)
+    return f"{task}-student-sft" if protocol == "plateau" else zoo.default_pair(task)[1]
 
 
 def _mean_std(xs):
@@ -79,7 +82,7 @@ def _all_or_none(xs):
     return None if any(x is None for x in xs) else statistics.fmean(xs)
 
 
-def compare(task="addition", protocol: str = "plateau", methods=DEFAULT_METHODS, seeds=DEFAULT_SEEDS,
+def compare(task=DEFAULT_TASK, protocol: str = "plateau", methods=DEFAULT_METHODS, seeds=DEFAULT_SEEDS,
             budget_tokens: int = DEFAULT_BUDGET, rival_factor: float = RIVAL_FACTOR,
             target_frac: float = TARGET_FRAC, teacher=None, student=None, tokenizer=None,
             eval_sequences: int = 640, eval_problems: int = 256, eval_split: str = "test", device: str = "auto",
@@ -145,7 +148,7 @@ def compare(task="addition", protocol: str = "plateau", methods=DEFAULT_METHODS,
         for seed in seeds:
             name = f"{m}/seed{seed}"
             o = {"seed": seed, "eval_problems": eval_problems,
-                 "eval_split": eval_split, **PROTOCOL_SETTINGS[protocol].get(m, {}),
+                 "eval_split": eval_split, **PROTOCOL_SETTINGS.get((task_obj.name, protocol), {}).get(m, {}),
                  "eval_sampled": False, "device": device, "name": name, **common, **overrides.get(m, {})}
             batch = o.get("batch_size", 64)
             o.setdefault("eval_every", max(1, eval_sequences // batch))   # the same token resolution at any batch
@@ -185,29 +188,38 @@ def compare(task="addition", protocol: str = "plateau", methods=DEFAULT_METHODS,
             "start_eval": start_eval, "protocol": protocol, "teacher": t_name, "student": s_name, "log": log}
 
 
-# a small learning-rate grid per method; chosen on the `val` split (not the reported `test`)
-DEFAULT_SWEEP = {"sft": (1e-4, 3e-4, 1e-3), "grpo": (1e-5, 3e-5, 1e-4), "opd": (3e-5, 1e-4, 3e-4),
+# a small grid per method; chosen on the `val` split (not the reported `test`). An entry is a learning rate or a
+# dict of overrides (e.g. OPD's batch size: the sampled-token estimator's few informative tokens per step make
+# its gradient noisy at small batches, docs/testbed.md)
+DEFAULT_SWEEP = {"sft": (1e-4, 3e-4, 1e-3), "grpo": (1e-5, 3e-5, 1e-4),
+                 "opd": (3e-5, 1e-4, {"lr": 1e-4, "batch_size": 256}, {"lr": 3e-4, "batch_size": 256}),
                  "opd_full": (1e-4, 3e-4, 1e-3)}
 
 
-def sweep(task: str = "addition", protocol: str = "plateau", grid: dict | None = None, seeds=(0,),
+def sweep(task: str = DEFAULT_TASK, protocol: str = "plateau", grid: dict | None = None, seeds=(0,),
           budget_tokens: int = DEFAULT_BUDGET, progress=print, **common) -> tuple[list[dict], dict]:
-    """Each method at each learning rate of `grid`, evaluated on the `val` split; returns (rows, best lr per method).
+    """Each method at each setting of `grid`, evaluated on the `val` split; returns (rows, best settings per method).
 
-    "Best" is the highest final `val` accuracy (mean of the last three evaluations, over `seeds`).
+    "Best" is the highest final `val` accuracy (mean of the last three evaluations, over `seeds`); the best
+    settings are dicts of overrides, ready for `PROTOCOL_SETTINGS`.
     """
     grid = grid or DEFAULT_SWEEP
     rows = []
-    for method, lrs in grid.items():
-        for lr in lrs:
+    for method, points in grid.items():
+        for point in points:
+            o = dict(point) if isinstance(point, dict) else {"lr": point}
             res = compare(task, protocol, methods=(method,), seeds=seeds, budget_tokens=budget_tokens,
-                          method_overrides={method: {"lr": lr}}, eval_split="val", progress=progress, **common)
+                          method_overrides={method: o}, eval_split="val", progress=progress, **common)
             r = res["rows"][0]
-            rows.append({"method": method, "lr": lr, "val_accuracy_mean": r["final_accuracy_mean"],
-                         "val_accuracy_std": r["final_accuracy_std"],
+            rows.append({"method": method, **o, "val_accuracy_mean": r["final_accuracy_mean"],
+                         "val_accuracy_std": r["final_accuracy_std"], "start_val_accuracy": res["start_accuracy"],
                          "student_tokens_to_target": r["student_tokens_to_target"]})
-    best = {m: max((r for r in rows if r["method"] == m), key=lambda r: r["val_accuracy_mean"])["lr"]
-            for m in grid}
+    keys = {m: [k for k in r if k not in ("method", "val_accuracy_mean", "val_accuracy_std", "start_val_accuracy",
+                                          "student_tokens_to_target")] for m in grid for r in rows if r["method"] == m}
+    best = {}
+    for m in grid:
+        top = max((r for r in rows if r["method"] == m), key=lambda r: r["val_accuracy_mean"])
+        best[m] = {k: top[k] for k in keys[m] if k in top}
     return rows, best
 
 

@@ -45,10 +45,10 @@ import torch.nn.functional as F
 
 from .batching import forced_rollout
 from .evaluation import evaluate
-from .models import build_model
+from .models import build_model, load_checkpoint
 from .rollout import completion_logits
 from .tasks import Task, get_task, task_spec
-from .tokenizer import build_tokenizer
+from .tokenizer import build_tokenizer, vocab_mismatch
 
 ZOO_DIR = Path(__file__).parent / "zoo_ckpt"
 EVAL_PROBLEMS, EVAL_SEED = 512, 0
@@ -84,6 +84,7 @@ class Recipe:
     label_smoothing: float = 0.0    # keeps some probability on every token (see the student's note)
     mix_split: str | None = None     # draw a fraction `mix_frac` of each batch from this split instead
     mix_frac: float = 0.0
+    init: str | None = None          # start from this zoo entry (fine-tune) instead of fresh weights
 
     def to_dict(self) -> dict:
         """The recipe as JSON (a Task object as its import path and parameters, `tasks.task_spec`)."""
@@ -121,7 +122,7 @@ class PlateauRecipe:
 
     The plateau rule (`workbench/plateau.py`): greedy accuracy on the `val` split every `eval_every`
     steps; stop after `patience` evaluations in a row without a gain of `min_delta` over the best;
-    keep the best. The comparisons' default starting point (`compare.PROTOCOLS["plateau"]`).
+    keep the best. The comparisons' default starting point (`compare.start_student(task, "plateau")`).
     """
     task: str
     init: str
@@ -132,6 +133,7 @@ class PlateauRecipe:
     eval_problems: int = 256
     patience: int = 4
     min_delta: float = 0.005
+    min_steps: int = 0               # the rule cannot stop before this step
     max_steps: int = 3000
     sft_data: str = "teacher"       # "teacher": traces the teacher samples at T = 1; "reference": gold traces
     seed: int = 0
@@ -145,6 +147,12 @@ class PlateauRecipe:
 RECIPES = {
     **recipes_for("addition"),     # addition-teacher, addition-student
     "addition-student-sft": PlateauRecipe("addition", init="addition-student", teacher="addition-teacher"),
+    # a teacher of realistic entropy (docs/testbed.md): the addition teacher fine-tuned on traces whose columns
+    # write their summands in any order. No plateau student: SFT on its traces takes the shipped students to ~0
+    # accuracy (they cannot imitate a mixture of styles at this size), so it is the mode-seeking test's teacher
+    # (notebook 09), not the comparisons' testbed
+    "addition-orders-teacher": Recipe("addition-orders", "tiny-teacher", "train", steps=1500, lr=1e-3, warmup=50,
+                                      role="teacher", init="addition-teacher"),
 }
 
 
@@ -164,7 +172,14 @@ def pretrain(recipe: Recipe, log=print):
                          "task must list every character its prompts and solutions use (Task.charset)")
     tok = build_tokenizer(task.charset)
     torch.manual_seed(recipe.seed)
-    model = build_model(recipe.preset, tok, recipe.arch, seed=recipe.seed)
+    if recipe.init:
+        model, init_tok = load_checkpoint(path(recipe.init))
+        why = vocab_mismatch(init_tok, tok)
+        if why:
+            raise ValueError(f"recipe init {recipe.init!r} does not share task {recipe.task!r}'s tokenizer ({why}); "
+                             "fine-tune only between tasks with one character set")
+    else:
+        model = build_model(recipe.preset, tok, recipe.arch, seed=recipe.seed)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.01, betas=(0.9, 0.98))
     rng = random.Random(f"pretrain:{recipe.task}:{recipe.split}:{recipe.seed}")
@@ -213,9 +228,15 @@ def metadata(name: str) -> dict:
     return json.loads((path(name) / "workbench.json").read_text())
 
 
+# (teacher, weak student) per task. `addition-orders` shares the weak `addition-student` (one character set):
+# it never saw the column orders, so the orders are new to it the way the 4-5 digit sums are.
+PAIRS = {"addition": ("addition-teacher", "addition-student"),
+         "addition-orders": ("addition-orders-teacher", "addition-student")}
+
+
 def default_pair(task: str) -> tuple[str, str]:
-    """(teacher, student) zoo names for a task."""
-    t, s = f"{task}-teacher", f"{task}-student"
+    """(teacher, weak student) zoo names for a task."""
+    t, s = PAIRS.get(task, (f"{task}-teacher", f"{task}-student"))
     if t not in RECIPES or s not in RECIPES:
         raise ValueError(f"the zoo has no teacher/student pair for task {task!r}; pass --teacher and --student "
                          "checkpoint directories")

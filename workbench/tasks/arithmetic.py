@@ -6,6 +6,13 @@
 Every column depends on the previous carry, so an early slip propagates:
 the horizon is long enough (about 50 tokens) for exposure bias to matter.
 
+`addition-orders`: the same sums, but each column may write its three summands (the two digits
+and the carry) in any of the orders they can take, e.g. `7+3+0=10,1+6+2=09,...`: several valid
+continuations at the first two tokens of every column, so a teacher trained on it has real
+per-token entropy where the choice is free and is still certain where the arithmetic is not
+(the on-policy literature's teachers look like that; the plain task's teacher is near-deterministic
+everywhere, docs/testbed.md). Reference traces draw each column's order uniformly.
+
 `multiply`: a multi-digit number times one digit, `04567*8=` ->
 `7*8+0=56,6*8+5=53,...|036536`: carries range over 0..8, a different shape.
 
@@ -67,6 +74,68 @@ class Addition(_ColumnTask):
             carry = total // 10
         answer = str(a + b).zfill(width + 1)
         return Problem(prompt=f"{sa}+{sb}=", solution="".join(steps) + ANSWER_SEP + answer, answer=answer)
+
+
+class AdditionOrders(Addition):
+    """`addition`, with every column's summands written in any order (six orders, fewer when summands repeat).
+
+    Only the final answer is graded, like `addition`; `column_orders` reads which order each column
+    used, and whether the written summands are the column's (a blend of two styles writes, say, the
+    same digit twice).
+    """
+    name = "addition-orders"
+
+    def make_problem(self, rng: random.Random, split: str) -> Problem:
+        lo, hi, width = self._digits_range(split)
+        a = self._number(rng, rng.randint(lo, hi))
+        b = self._number(rng, rng.randint(lo, hi))
+        return self.solve(a, b, width, rng)
+
+    @staticmethod
+    def solve(a: int, b: int, width: int, rng: random.Random | None = None) -> Problem:
+        """The reference trace; with `rng`, each column's order is drawn uniformly (without: a+b+carry)."""
+        sa, sb = str(a).zfill(width), str(b).zfill(width)
+        steps, carry = [], 0
+        for da, db in zip(reversed(sa), reversed(sb)):
+            total = int(da) + int(db) + carry
+            terms = [da, db, str(carry)]
+            if rng is not None:
+                rng.shuffle(terms)
+            steps.append(f"{terms[0]}+{terms[1]}+{terms[2]}={total:02d},")
+            carry = total // 10
+        answer = str(a + b).zfill(width + 1)
+        return Problem(prompt=f"{sa}+{sb}=", solution="".join(steps) + ANSWER_SEP + answer, answer=answer)
+
+    @staticmethod
+    def column_orders(prompt: str, completion: str) -> list[str]:
+        """Per written column: "abc"-style order of the summands (a = first operand's digit, b = second's,
+        c = carry), or "invalid" when the written summands are not the column's multiset.
+
+        Ties (equal summands) are resolved left to right, so `3+3+0` in a column with a = b = 3 reads "abc".
+        The carry is the one the completion itself implies (its previous column's written total), so a
+        column after an arithmetic slip is judged on its own terms.
+        """
+        sa, sb = prompt.rstrip("=").split("+")
+        cols = [c for c in completion.split(ANSWER_SEP, 1)[0].split(",") if c]
+        out, carry = [], 0
+        for i, col in enumerate(cols):
+            if i >= len(sa) or "=" not in col:
+                out.append("invalid")
+                break
+            lhs, total = col.split("=", 1)
+            terms = lhs.split("+")
+            want = {"a": sa[-1 - i], "b": sb[-1 - i], "c": str(carry)}
+            order, left = "", dict(want)
+            for t in terms:
+                hit = next((k for k in "abc" if k in left and left[k] == t), None)
+                if hit is None:
+                    order = "invalid"
+                    break
+                order += hit
+                del left[hit]
+            out.append(order if order != "invalid" and len(order) == 3 else "invalid")
+            carry = int(total) // 10 if total.isdigit() else 0
+        return out
 
 
 class Multiply(_ColumnTask):
