@@ -10,7 +10,7 @@ from workbench.tokenizer import build_tokenizer, encode_text
 SPLITS = ("train", "val", "test", "long", "short")
 
 
-def _check_addition(task: Addition, p: Problem, split: str):
+def _check_addition(task: Addition, p: Problem, split: str, any_order: bool = False):
     m = re.fullmatch(r"(\d+)\+(\d+)=", p.prompt)
     assert m, p.prompt
     sa, sb = m.groups()
@@ -30,10 +30,13 @@ def _check_addition(task: Addition, p: Problem, split: str):
     for k, col in enumerate(cols):               # right to left
         cm = re.fullmatch(r"(\d)\+(\d)\+(\d)=(\d\d)", col)
         assert cm, col
-        da, db, c, tot = (int(x) for x in cm.groups())
-        assert (da, db) == (int(sa[-1 - k]), int(sb[-1 - k]))
-        assert c == carry
-        assert tot == da + db + c
+        x, y, z, tot = (int(v) for v in cm.groups())
+        want = (int(sa[-1 - k]), int(sb[-1 - k]), carry)
+        if any_order:       # addition-orders: the column's three summands, in any order
+            assert sorted((x, y, z)) == sorted(want)
+        else:
+            assert (x, y, z) == want
+        assert tot == sum(want)
         digits.append(tot % 10)
         carry = tot // 10
     assert int(str(carry) + "".join(map(str, reversed(digits)))) == a + b
@@ -66,7 +69,8 @@ def _check_multiply(task: Multiply, p: Problem, split: str):
     return a, d
 
 
-CHECK = {"addition": _check_addition, "multiply": _check_multiply}
+CHECK = {"addition": _check_addition, "multiply": _check_multiply,
+         "addition-orders": lambda task, p, split: _check_addition(task, p, split, any_order=True)}
 
 
 @pytest.mark.parametrize("name", sorted(TASKS))

@@ -148,11 +148,13 @@ RECIPES = {
     **recipes_for("addition"),     # addition-teacher, addition-student
     "addition-student-sft": PlateauRecipe("addition", init="addition-student", teacher="addition-teacher"),
     # a teacher of realistic entropy (docs/testbed.md): the addition teacher fine-tuned on traces whose columns
-    # write their summands in any order. No plateau student: SFT on its traces takes the shipped students to ~0
-    # accuracy (they cannot imitate a mixture of styles at this size), so it is the mode-seeking test's teacher
-    # (notebook 09), not the comparisons' testbed
+    # write their summands in any order; and the weak student SFT'd on its traces to a plateau. At the addition
+    # student's lr (3e-4) SFT on these traces took both shipped students to ~0 accuracy for 250+ steps (they must
+    # first unlearn their one column order), hence lr 1e-3 and a rule that may not stop before step 1000
     "addition-orders-teacher": Recipe("addition-orders", "tiny-teacher", "train", steps=1500, lr=1e-3, warmup=50,
                                       role="teacher", init="addition-teacher"),
+    "addition-orders-student-sft": PlateauRecipe("addition-orders", init="addition-student",
+                                                 teacher="addition-orders-teacher", lr=1e-3, min_steps=1000),
 }
 
 
