@@ -49,3 +49,14 @@ def test_multiply_columns():
     assert all(s["ok_local"] for s in column_steps(t, p, p.solution))
     with pytest.raises(ValueError, match="addition and multiply"):
         column_steps(type("T", (), {"name": "reverse"})(), p, p.solution)
+
+
+def test_addition_orders_columns_in_any_order():
+    t = get_task("addition-orders")
+    p = t.solve(58, 67, 3)                        # columns {8,7,0}=15, {5,6,1}=12, {0,0,1}=01 in any order
+    s = column_steps(t, p, "0+7+8=15,1+5+6=12,0+1+0=01,|0125")
+    assert all(x["ok_local"] and x["ok_reference"] for x in s)
+    s = column_steps(t, p, "0+7+7=14,1+5+6=12,0+1+0=01,|0124")      # a blend: 7 written twice
+    assert [x["ok_local"] for x in s] == [False, True, True] and not s[0]["ok_reference"]
+    s = column_steps(t, p, "7+8+0=15,0+5+6=11,0+1+0=01,|0115")      # carry-in 0 where its own prefix says 1
+    assert [x["ok_local"] for x in s] == [True, False, True]

@@ -28,14 +28,19 @@ def column_steps(task, problem, completion: str) -> list[dict]:
     right arithmetic). After a first mistake, `ok_local` tells whether the model
     still executes the procedure correctly on its own, off-distribution prefix —
     the quantity exposure bias is about.
+
+    `addition-orders` columns may write their summands in any order: there a column is right when its
+    summands are the column's two digits and carry-in *as a multiset* (and `ok_reference` compares
+    multisets and totals with the reference column, whose order was drawn at random).
     """
-    pat = _ADD_COL if task.name == "addition" else _MUL_COL if task.name == "multiply" else None
+    orders = task.name == "addition-orders"
+    pat = _ADD_COL if task.name in ("addition", "addition-orders") else _MUL_COL if task.name == "multiply" else None
     if pat is None:
-        raise ValueError(f"column_steps understands the addition and multiply scratchpads, not {task.name!r}")
+        raise ValueError(f"column_steps understands the addition and multiply scratchpads (and addition-orders), not {task.name!r}")
     scratch = completion.split("|")[0]
     ref_cols = problem.solution.split("|")[0].rstrip(",").split(",")
     cols = scratch.rstrip(",").split(",") if scratch else []
-    if task.name == "addition":
+    if task.name != "multiply":
         a, b = problem.prompt.rstrip("=").split("+")
         digits = list(zip(reversed(a), reversed(b)))
     else:
@@ -44,17 +49,27 @@ def column_steps(task, problem, completion: str) -> list[dict]:
     out, carry = [], 0
     for i, col in enumerate(cols):
         m = pat.match(col)
-        ok_ref = i < len(ref_cols) and col == ref_cols[i]
+        ok_ref = i < len(ref_cols) and (col == ref_cols[i] or (orders and _same_column(col, ref_cols[i])))
         if not m or i >= len(digits):
             out.append({"column": i, "ok_reference": ok_ref, "ok_local": False, "parsed": False})
             carry = 0
             continue
         x, y, c, total = int(m[1]), int(m[2]), int(m[3]), int(m[4])
-        want = (x + y + c) if task.name == "addition" else (x * y + c)
-        ok_local = (str(x), str(y)) == tuple(digits[i]) and c == carry and total == want
+        if orders:      # any order of the two digits and the carry-in
+            ok_local = sorted(m[1] + m[2] + m[3]) == sorted(digits[i][0] + digits[i][1] + str(carry)) \
+                and total == x + y + c
+        else:
+            want = (x + y + c) if task.name == "addition" else (x * y + c)
+            ok_local = (str(x), str(y)) == tuple(digits[i]) and c == carry and total == want
         out.append({"column": i, "ok_reference": ok_ref, "ok_local": ok_local, "parsed": True})
         carry = total // 10
     return out
+
+
+def _same_column(col: str, ref: str) -> bool:
+    """Two `a+b+c=TT` columns with the same summands (any order) and the same total."""
+    m, r = _ADD_COL.match(col), _ADD_COL.match(ref)
+    return bool(m and r) and sorted(m.group(1, 2, 3)) == sorted(r.group(1, 2, 3)) and m[4] == r[4]
 
 
 ESTIMATORS = ("sampled_token", "vopd", "full_kl", "topk")
