@@ -90,6 +90,9 @@ class TrainConfig:
     reward_clip: float | None = None    # floor on the per-token reward (REOPOLD-style)
     mask_special_tokens: bool = False   # drop the teacher's signal where the student wrote EOS (the fix for a
                                         #   teacher whose EOS/format token differs, Fu et al.; compat.check_special_tokens)
+    teacher_horizon: int | None = None  # teacher supervision on the first k completion tokens only (the OPD loss
+                                        #   is masked from position k on; Li et al., Fu et al.: the teacher's
+                                        #   benefit decays with prefix length). None: every token
     reward_scale: float = 1.0           # G-OPD reward scale lambda (1 = OPD, 1.25 = ExOPD); needs pi_ref
                                         #   (was `lmbda_reward`: not GKD's `lmbda`, the on-policy fraction)
     kl_coef: float = 0.0                # beta_KL * KL(pi_theta || pi_ref), pi_ref = initial student
@@ -291,6 +294,12 @@ def validate(cfg: TrainConfig) -> None:
                                         f"length; 0 turns the short-answer alarm off), got {cfg.warn_shrink}")
     need(not cfg.mask_special_tokens or (cfg.source == "student" and cfg.signal == "dense"),
          "mask_special_tokens masks the teacher's per-token signal on student rollouts; it needs source='student', "
+         "signal='dense'")
+    need(cfg.teacher_horizon is None or (isinstance(cfg.teacher_horizon, int) and not isinstance(cfg.teacher_horizon, bool)
+                                         and cfg.teacher_horizon > 0),
+         f"teacher_horizon must be None (every token) or a positive number of tokens, got {cfg.teacher_horizon!r}")
+    need(cfg.teacher_horizon is None or (cfg.source == "student" and cfg.signal == "dense"),
+         "teacher_horizon cuts the teacher's per-token signal on student rollouts; it needs source='student', "
          "signal='dense'")
     need(not (cfg.vopd and cfg.loss != "sampled_token"), "vopd is a baseline for loss='sampled_token' only")
     need(cfg.data is None or (isinstance(cfg.data, str) and cfg.data.strip() != ""),

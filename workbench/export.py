@@ -55,7 +55,7 @@ RUN_LOCAL = frozenset({
 # settings of the loss / advantage that have no counterpart in either engine, with the value at
 # which they do nothing (a run at that value loses nothing by the export)
 NEUTRAL = {"gamma": 0.0, "vopd": False, "reward_clip": None, "mask_special_tokens": False, "reward_scale": 1.0,
-           "sft_coef": 0.0, "kl_coef": 0.0, "lmbda": 1.0, "clip_eps": None}
+           "sft_coef": 0.0, "kl_coef": 0.0, "lmbda": 1.0, "clip_eps": None, "teacher_horizon": None}
 
 WHY = {
     "gamma": "discounted per-token returns (A_t = sum gamma^k r_t+k)",
@@ -67,6 +67,7 @@ WHY = {
     "kl_coef": "the KL-to-initial-student anchor",
     "lmbda": "GKD's mixing of teacher-generated batches (lmbda < 1)",
     "clip_eps": "PPO clipping (only active with several updates per batch)",
+    "teacher_horizon": "a cut of the teacher's supervision after the first k completion tokens",
 }
 
 

@@ -413,6 +413,21 @@ def topk_overlap(student_logits: Tensor, teacher_logits: Tensor, k: int,
         return masked_mean(per_token, mask)
 
 
+def horizon_mask(mask: Tensor, horizon: int) -> Tensor:
+    """``mask`` with every completion position ``t >= horizon`` set to 0.
+
+    The ablation of "the teacher's benefit decays with prefix length" (Li et al.,
+    arXiv 2604.13016; Fu et al., arXiv 2603.25562): teacher supervision on the
+    first ``horizon`` tokens of each response only. Position ``t`` is the
+    index along the completion (completions start at column 0 of ``[B, T]``
+    tensors: prompts are padded on the left, completions on the right).
+    """
+    if not isinstance(horizon, int) or isinstance(horizon, bool) or horizon < 1:
+        raise ValueError(f"horizon must be a positive integer (tokens of teacher supervision), got {horizon!r}")
+    keep = torch.arange(mask.shape[-1], device=mask.device) < horizon
+    return mask * keep.to(mask.dtype) if mask.dtype != torch.bool else mask & keep
+
+
 # --------------------------------------------------------------------------- #
 # outcome RL
 # --------------------------------------------------------------------------- #

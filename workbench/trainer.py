@@ -321,6 +321,8 @@ class Trainer:
             if cfg.mask_special_tokens:     # special-token mismatch fix: no teacher signal at EOS positions
                 loss_mask = mask * (ids != self.tokenizer.eos_token_id).to(mask.dtype)
                 stats["mask/special_masked_frac"] = 1.0 - loss_mask.sum().item() / max(1.0, mask.sum().item())
+            if cfg.teacher_horizon is not None:     # teacher supervision on the first k completion tokens only
+                loss_mask = L.horizon_mask(loss_mask, cfg.teacher_horizon)
             # tokens drawn from a tempered / truncated sampler: the ratio pi/mu reweights them to the student
             sampler_lp = r.sampler_logprobs if on_policy and self._tempered_sampler() else None
             loss = self._loss(cfg, r, loss_mask, rewards, s_logits, s_lp, teacher_logits, t_lp, ref_logits, stats,
