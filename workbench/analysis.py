@@ -73,7 +73,9 @@ def _same_column(col: str, ref: str) -> bool:
 
 
 ESTIMATORS = ("sampled_token", "vopd", "full_kl", "topk")
-EXTRA_ESTIMATORS = ("topk_raw",)    # top-K without renormalisation (Fu et al.'s ablation); ask for it by name
+# ask for these by name: top-K without renormalisation (Fu et al.'s ablation), and top-K whose support also holds
+# the token the student sampled (so the sampled token's own mass is always matched, as Fu et al.'s variant does)
+EXTRA_ESTIMATORS = ("topk_raw", "topk_sampled")
 
 
 def estimator_gradients(student, teacher, tokenizer, problems, *, estimators=ESTIMATORS, repeats: int = 8,
@@ -110,8 +112,9 @@ def estimator_gradients(student, teacher, tokenizer, problems, *, estimators=EST
                 loss = L.sampled_token_opd_loss(s_lp, adv, m)
             elif e == "full_kl":
                 loss = L.full_reverse_kl(s_logits, t_logits, m)[0]
-            elif e in ("topk", "topk_raw"):
-                loss = L.topk_reverse_kl(s_logits, t_logits, m, k=topk, renormalize=e == "topk")[0]
+            elif e in ("topk", "topk_raw", "topk_sampled"):
+                loss = L.topk_reverse_kl(s_logits, t_logits, m, k=topk, renormalize=e != "topk_raw",
+                                         sampled_ids=r.completion_ids if e == "topk_sampled" else None)[0]
             else:
                 raise ValueError(f"unknown estimator {e!r}; choose from {ESTIMATORS + EXTRA_ESTIMATORS}")
             g = torch.autograd.grad(loss, params)
@@ -126,6 +129,26 @@ def estimator_gradients(student, teacher, tokenizer, problems, *, estimators=EST
         if target is not None:
             row["cosine_to_full_kl"] = torch.nn.functional.cosine_similarity(mean, target, dim=0).item()
         out[e] = row
+    return out
+
+
+def variance_ratios(per_seed: list[dict], baseline: str = "sampled_token") -> dict:
+    """Variance-reduction factors over seeds: for each estimator, `baseline`'s gradient variance divided by
+    the estimator's, per seed (`per_seed`: one `estimator_gradients` result per seed).
+
+    A factor of 2 is "halves the variance" (the vOPD / top-K claims, Fu et al.). Returns {estimator:
+    {"by_seed", "mean", "std" (sample std; 0 for one seed), "min", "max"}}; the baseline itself is left out.
+    """
+    if not per_seed:
+        raise ValueError("variance_ratios: no seeds")
+    out = {}
+    for e in per_seed[0]:
+        if e == baseline:
+            continue
+        xs = [g[baseline]["variance"] / g[e]["variance"] if g[e]["variance"] > 0 else float("inf") for g in per_seed]
+        mean = sum(xs) / len(xs)
+        std = (sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)) ** 0.5 if len(xs) > 1 else 0.0
+        out[e] = {"by_seed": xs, "mean": mean, "std": std, "min": min(xs), "max": max(xs)}
     return out
 
 
