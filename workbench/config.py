@@ -277,8 +277,9 @@ def validate(cfg: TrainConfig) -> None:
     need(0.0 <= cfg.beta <= 1.0, f"beta must be in [0, 1], got {cfg.beta}")
     need(0.0 <= cfg.lmbda <= 1.0, f"lmbda (GKD on-policy fraction) must be in [0, 1], got {cfg.lmbda}")
     need(cfg.reward_scale > 0, f"reward_scale must be positive, got {cfg.reward_scale}")
-    need(cfg.reward_scale == 1.0 or cfg.loss == "sampled_token",
-         "reward_scale != 1 (G-OPD / ExOPD) is defined for loss='sampled_token' only")
+    need(cfg.reward_scale == 1.0 or cfg.loss in ("sampled_token", "gopd_full"),
+         "reward_scale != 1 (G-OPD / ExOPD) is defined for loss='sampled_token' (sampled-token reward) and "
+         "loss='gopd_full' (full-vocabulary target) only")
     need(cfg.reward_clip is None or cfg.reward_clip < 0,
          f"reward_clip is a floor on log q - log p and must be negative, got {cfg.reward_clip}")
     need(cfg.clip_eps is None or cfg.clip_eps > 0, f"clip_eps must be positive, got {cfg.clip_eps}")
