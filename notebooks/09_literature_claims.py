@@ -223,11 +223,14 @@ print("\n" + claims.summary())
 
 # %%
 numbers = {"task": task, "teacher_accuracy": res["teacher_accuracy"], "start_accuracy": res["start_accuracy"],
-           "students": LT.mode_rows(probes, start=start_probe, teacher=teacher_probe),
-           "horizon": {str(k): r["final_accuracy_mean"] for k, r in by_k.items()},
-           "lambda": {str(lam): r["final_accuracy_mean"] for lam, r in by_lambda.items()},
-           "variance_ratios": ratios, "_exposure": {f"{m}/seed{s}": p["exposure"] for (m, s), p in probes.items()},
-           "_signal": signal, "_curves": res["log"].evals}
+           "students": {r.pop("student"): r for r in LT.mode_rows(probes, start=start_probe, teacher=teacher_probe)},
+           "teacher horizon": {("all" if k is None else f"first {k} tokens"): {"mean": r["final_accuracy_mean"],
+                               "std": r["final_accuracy_std"]} for k, r in by_k.items()},
+           "G-OPD lambda": {f"{lam:g}": {"mean": r["final_accuracy_mean"], "std": r["final_accuracy_std"]}
+                            for lam, r in by_lambda.items()},
+           "variance reduction": {e: {k: r[k] for k in ("mean", "std", "min", "max")} for e, r in ratios.items()},
+           "_variance_by_seed": {e: r["by_seed"] for e, r in ratios.items()}, "_signal": signal,
+           "_exposure": {f"{m}/seed{s}": p["exposure"] for (m, s), p in probes.items()}, "_curves": res["log"].evals}
 results = write_results(out, "09_literature_claims", size, started=t_start, device=device, claims=claims,
                         numbers=numbers, config={"sizes": vars(S), "task": task, "note": note})
 print(f"figures: {saved['html']}\nresults: {results}")
