@@ -16,12 +16,14 @@ def _probe(inj=0.1, ctl=0.05, mix=0.1, ent=0.5, p1=0.9, pk=0.99):
 
 def test_exposure_rules():
     probes = {("sft", 0): _probe(inj=0.3, ctl=0.05), ("sft", 1): _probe(inj=0.2, ctl=0.04),
-              ("opd", 0): _probe(inj=0.1), ("opd", 1): _probe(inj=0.15)}
+              ("opd", 0): _probe(inj=0.1, ctl=0.05), ("opd", 1): _probe(inj=0.15, ctl=0.05)}
     v = LT.exposure_verdicts(probes)
     assert [x["holds"] for x in v] == [True, True]
-    probes[("opd", 1)] = _probe(inj=0.25)                 # one seed where OPD is worse: "every seed" fails
+    # OPD more accurate everywhere but hurt more by the mistake (rise 0.16 > SFT's 0.15): not "does not compound"
+    probes[("opd", 1)] = _probe(inj=0.17, ctl=0.01)
+    assert [x["holds"] for x in LT.exposure_verdicts(probes)] == [True, False]
     probes[("sft", 1)] = _probe(inj=0.03, ctl=0.04)       # SFT does not compound in seed 1
-    assert [x["holds"] for x in LT.exposure_verdicts(probes)] == [False, False]
+    assert LT.exposure_verdicts(probes)[0]["holds"] is False
     assert LT.exposure_verdicts({("opd", 0): _probe()}) == []
 
 
@@ -32,6 +34,8 @@ def test_mode_rules():
     assert [x["holds"] for x in v] == [True, True, True]          # pass@1 gain 0.10 > pass@16 gain 0.01
     probes[("opd", 0)] = _probe(mix=0.3, ent=1.0, p1=0.81, pk=0.999)
     assert [x["holds"] for x in LT.mode_verdicts(probes, start)] == [False, False, False]
+    probes[("opd", 0)] = _probe(p1=0.79, pk=0.90)          # pass@1 fell (less than pass@16 did): no gain
+    assert LT.mode_verdicts(probes, start)[2]["holds"] is False
     probes[("opd", 0)]["modes"]["orders"] = None                   # a task without column orders
     probes[("sft", 0)]["modes"]["orders"] = None
     assert [x["holds"] for x in LT.mode_verdicts(probes, start)][:2] == [None, None]

@@ -87,12 +87,15 @@ def exposure_verdicts(probes: dict) -> list[dict]:
 
     Two rules, per seed (a seed's SFT and OPD students share the injected prefixes): SFT's error rate on the
     columns after an injected mistake exceeds its rate after the clean control prefix (compounding); and
-    OPD's post-mistake error rate is below SFT's. "Error" is `injection.grade`'s: a later column not right
-    given the student's own prefix."""
+    the rise the mistake causes (after-mistake rate minus clean rate) is smaller for OPD than for SFT — the
+    rise, not the after-mistake rate itself, so that a student that is simply more accurate everywhere does
+    not pass for one that recovers. "Error" is `injection.grade`'s: a later column not right given the
+    student's own prefix."""
     sft, opd = _seeds(probes, "sft"), _seeds(probes, "opd")
     if not sft or not opd:
         return []
     rate = (lambda p, key: p["exposure"][key]["error_rate"])
+    rise = (lambda p: rate(p, "injected") - rate(p, "control"))
     out = [{"text": "After an injected mistake the SFT student's errors compound: its error rate on the later columns "
                     "exceeds its rate after a clean prefix, in every seed",
             "holds": _every(rate(p, "injected") > rate(p, "control") for p in sft.values()),
@@ -100,11 +103,12 @@ def exposure_verdicts(probes: dict) -> list[dict]:
                          **{f"seed {s} clean": rate(p, "control") for s, p in sft.items()},
                          "post-error states per seed": next(iter(sft.values()))["exposure"]["states"]},
             "source": GKD},
-           {"text": "OPD's errors do not compound as SFT's do: after an injected mistake the OPD student's error "
-                    "rate on the later columns is below the SFT student's, in every seed",
-            "holds": _every(rate(opd[s], "injected") < rate(sft[s], "injected") for s in sft if s in opd),
-            "evidence": {**{f"seed {s} OPD": rate(p, "injected") for s, p in opd.items()},
-                         **{f"seed {s} SFT": rate(p, "injected") for s, p in sft.items()}},
+           {"text": "OPD's errors do not compound as SFT's do: the rise in error rate an injected mistake causes "
+                    "(later columns, against the clean prefix) is smaller for the OPD student than for the SFT "
+                    "student, in every seed",
+            "holds": _every(rise(opd[s]) < rise(sft[s]) for s in sft if s in opd),
+            "evidence": {**{f"seed {s} OPD rise": rise(p) for s, p in opd.items()},
+                         **{f"seed {s} SFT rise": rise(p) for s, p in sft.items()}},
             "source": GKD}]
     return out
 
@@ -114,7 +118,8 @@ def mode_verdicts(probes: dict, start: dict, k: int = 16) -> list[dict]:
 
     Rules, per seed: the OPD student writes a smaller share of blended columns (mixture rate) than the SFT
     student; its per-state order entropy is lower than SFT's (it commits to a style); and its pass@1 gain
-    over the starting student exceeds its pass@k gain (k = `k`). `start` is the starting student's probe."""
+    over the starting student is positive and exceeds its pass@k gain (k = `k`; a pass@1 that fell is no
+    gain, whatever pass@k did). `start` is the starting student's probe."""
     sft, opd = _seeds(probes, "sft"), _seeds(probes, "opd")
     if not sft or not opd:
         return []
@@ -135,22 +140,25 @@ def mode_verdicts(probes: dict, start: dict, k: int = 16) -> list[dict]:
              "evidence": {**{f"seed {s} OPD": orders(opd[s], "order_entropy") for s in both},
                           **{f"seed {s} SFT": orders(sft[s], "order_entropy") for s in both},
                           "start": orders(start, "order_entropy")}, "source": MODE},
-            {"text": f"OPD's pass@1 gain over the starting student exceeds its pass@{k} gain, in every seed",
-             "holds": _every(None if g is None else g[0] > g[1] for g in gain.values()),
+            {"text": f"OPD's pass@1 gain over the starting student is positive and exceeds its pass@{k} gain, in "
+                     "every seed",
+             "holds": _every(None if g is None else g[0] > max(g[1], 0.0) for g in gain.values()),
              "evidence": {**{f"seed {s} pass@1 gain": g and g[0] for s, g in gain.items()},
                           **{f"seed {s} pass@{k} gain": g and g[1] for s, g in gain.items()}}, "source": MODE}]
 
 
 def horizon_verdicts(by_k: dict, start_accuracy: float, k: int = 16, frac: float = 0.5) -> list[dict]:
-    """Item 5: "the teacher's benefit decays with prefix length", as its ablation says it: supervising only the
-    first `k` tokens recovers at least `frac` of full supervision's accuracy gain over the start (mean over
-    seeds). `by_k`: {horizon (None = every token): comparison row (final_accuracy_mean, ...)}."""
+    """Item 5: "the teacher's benefit decays with prefix length", read through its ablation: if the benefit
+    sits early, supervising only the first `k` tokens recovers most — at least `frac` (our reading of "most";
+    the papers give no threshold) — of full supervision's accuracy gain over the start (mean over seeds).
+    Not measurable when full supervision gained nothing. `by_k`: {horizon (None = every token): comparison
+    row (final_accuracy_mean, ...)}."""
     if None not in by_k or k not in by_k:
         return []
     full = by_k[None]["final_accuracy_mean"] - start_accuracy
     cut = by_k[k]["final_accuracy_mean"] - start_accuracy
-    return [{"text": f"Teacher supervision on the first {k} tokens alone recovers at least {frac:.0%} of full "
-                     f"supervision's accuracy gain (mean over seeds)",
+    return [{"text": f"Teacher supervision on the first {k} tokens alone recovers most (at least {frac:.0%}) of "
+                     f"full supervision's accuracy gain over the start (mean over seeds)",
              "holds": None if full <= 0 else cut >= frac * full,
              "evidence": {"start": start_accuracy, "gain, every token": full, f"gain, first {k} tokens": cut,
                           **({} if full > 0 else {"note": "full supervision did not raise accuracy: no gain to "
