@@ -53,7 +53,7 @@ def pass_at_k_curve(correct_counts: list[int], n: int, ks=range(1, 17)) -> dict[
 
 def _entropy(counts: Counter) -> float:
     tot = sum(counts.values())
-    return -sum(v / tot * math.log(v / tot) for v in counts.values() if v) if tot else 0.0
+    return max(0.0, -sum(v / tot * math.log(v / tot) for v in counts.values() if v)) if tot else 0.0
 
 
 def order_statistics(column_orders: list[list[list[str]]]) -> dict:
