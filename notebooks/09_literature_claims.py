@@ -147,15 +147,17 @@ P.show(fig)
 # %% [markdown]
 # ## 3 · Where the teacher helps along the response
 #
-# The teacher's signal at each completion position, on the student's own rollouts, before
-# training and after OPD: the per-token reward `log q − log p`, the reverse KL and the top-1
-# agreement. Then OPD with the teacher's supervision cut after the first k tokens
+# The teacher's signal at each completion position, on the student's own rollouts: before
+# training and after OPD (held-out problems), and on OPD's own training batches in the first and
+# second half of training (pooled over seeds): the per-token reward `log q − log p`, the reverse
+# KL and the top-1 agreement. Then OPD with the teacher's supervision cut after the first k tokens
 # (`TrainConfig.teacher_horizon`), three seeds each.
 
 # %%
 signal = {"start": A.teacher_signal_by_position(M.student, M.teacher, M.tokenizer, M.task, probe_set)}
 signal |= {f"opd/seed{s}": A.teacher_signal_by_position(m, M.teacher, M.tokenizer, M.task, probe_set, seed=s)
            for (meth, s), m in students.items() if meth == "opd"}
+signal |= {f"OPD training, {k}": v for k, v in LT.signal_over_training(res["log"], "opd/", parts=2).items()}
 for key in ("reverse_kl", "reward", "top1_overlap"):
     fig = P.metric_curves({n: (list(range(len(v[key]))), v[key]) for n, v in signal.items()},
                           f"Teacher signal by completion position: {key}", key)

@@ -100,3 +100,30 @@ def test_teacher_signal_by_position_equals_a_per_sequence_recomputation(tok, mod
         # float32 log-softmax of logits of size ~1 against a float64 recomputation: ~1e-6 per term
         for j, key in enumerate(("reward", "top1_overlap", "reverse_kl")):
             assert got[key][t] == pytest.approx(sum(x[j] for x in rows) / len(rows), abs=1e-5), (key, t)
+
+
+def test_position_profiles_pool_by_counts():
+    from workbench.metrics import pool_position_profiles, position_profile
+    m = torch.tensor([[1., 1., 1.], [1., 0., 0.]])
+    x = torch.tensor([[1., 2., 3.], [3., float("nan"), 9.]])          # masked entries are never read
+    p = position_profile(m, x=x)
+    assert p == {"n": [2.0, 1.0, 1.0], "x": [2.0, 2.0, 3.0]}
+    q = position_profile(torch.tensor([[1., 1., 1., 1.]]), x=torch.tensor([[5., 5., 5., 5.]]))
+    pooled = pool_position_profiles([p, q])
+    assert pooled["n"] == [3.0, 2.0, 2.0, 1.0] and pooled["x"] == [3.0, 3.5, 4.0, 5.0]
+    assert position_profile(torch.zeros(2, 3), x=torch.zeros(2, 3)) == {"n": [], "x": []}
+
+
+def test_trainer_records_the_position_profile_on_evaluation_steps(tok, models):
+    teacher, _ = models
+    cfg = TrainConfig.for_method("opd", batch_size=4, steps=2, eval_every=2, eval_problems=4, device="cpu")
+    tr = Trainer(cfg, teacher=teacher, student=build_model("nano", tok, seed=2), tokenizer=tok)
+    recs = []
+    tr.run(callbacks=[type("CB", (), {"on_step": lambda self, r: recs.append(r)})()])
+    assert "teacher/by_position" not in recs[0]
+    prof = recs[1]["teacher/by_position"]
+    n = len(prof["n"])
+    assert n >= 1 and prof["n"][0] == 4.0 and all(len(prof[k]) == n for k in ("reward", "top1_overlap", "reverse_kl"))
+    # weighted by rollouts, its reverse KL is the record's token-mean reverse KL
+    mean = sum(c * v for c, v in zip(prof["n"], prof["reverse_kl"])) / sum(prof["n"])
+    assert mean == pytest.approx(recs[1]["teacher/reverse_kl"], rel=1e-4)   # float32 vs float64 sums of ~200 terms

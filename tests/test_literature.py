@@ -79,3 +79,15 @@ def test_mode_rows():
     rows = LT.mode_rows({("opd", 0): _probe()}, start=_probe(p1=0.5))
     assert [r["student"] for r in rows] == ["opd/seed0", "start"]
     assert rows[1]["pass@1"] == 0.5 and rows[0]["pass@16"] == 0.99 and rows[0]["error after mistake"] == 0.1
+
+
+def test_signal_over_training_pools_stretches_of_each_run():
+    from workbench.experiments import RecordLog
+    log = RecordLog()
+    prof = (lambda v: {"n": [2.0], "reverse_kl": [v]})
+    for run, vals in (("opd/seed0", (1.0, 2.0, 3.0, 4.0)), ("opd/seed1", (5.0, 7.0)), ("sft/seed0", (9.0, 9.0))):
+        for step, v in enumerate(vals, 1):
+            log.on_step({"step": step, "run": run, "teacher/by_position": prof(v)})
+        log.on_step({"step": 99, "run": run})                   # a step without a profile is skipped
+    out = LT.signal_over_training(log, "opd/", parts=2)
+    assert out["part 1 of 2"]["reverse_kl"] == [(1 + 2 + 5) / 3] and out["part 2 of 2"]["reverse_kl"] == [(3 + 4 + 7) / 3]

@@ -13,6 +13,7 @@ import torch
 
 from . import losses as L
 from .batching import prompt_batch
+from .metrics import pool_position_profiles, teacher_position_profile
 from .rollout import completion_logits, sample
 
 _ADD_COL = re.compile(r"^(\d)\+(\d)\+(\d)=(\d\d)$")
@@ -312,25 +313,17 @@ def teacher_signal_by_position(student, teacher, tokenizer, task, problems, *, s
     on the sampled tokens (the sampled-token estimator's per-token reward); `top1_overlap` — share of
     rollouts whose student and teacher agree on the most likely next token; `reverse_kl` — mean full-
     vocabulary KL(p || q); `n` — rollouts that reached position t. Means are over the rollouts that reach t.
+    (The trainer records the same profile of its training batch on evaluation steps: `teacher/by_position`.)
     """
     dev = next(student.parameters()).device
     gen = torch.Generator(device=dev).manual_seed(seed)
     max_new = max_new_tokens or task.max_new_tokens
-    sums = {k: torch.zeros(max_new, dtype=torch.float64) for k in ("reward", "top1_overlap", "reverse_kl", "n")}
+    profiles = []
     for i in range(0, len(problems), batch_size):
         ids, mask = prompt_batch(tokenizer, problems[i:i + batch_size], dev, task=task)
         r = sample(student, ids, mask, max_new_tokens=max_new, eos_token_id=tokenizer.eos_token_id,
                    pad_token_id=tokenizer.pad_token_id, temperature=1.0, generator=gen)
-        s_logits, t_logits = completion_logits(student, r), completion_logits(teacher, r)
-        m = r.completion_mask
-        N = m.shape[1]
-        rew = L.token_logprobs(t_logits, r.completion_ids) - L.token_logprobs(s_logits, r.completion_ids)
-        agree = (s_logits.argmax(-1) == t_logits.argmax(-1)).float()
-        kl = L.full_reverse_kl(s_logits, t_logits, m)[1]
-        for key, x in (("reward", rew), ("top1_overlap", agree), ("reverse_kl", kl), ("n", torch.ones_like(m))):
-            sums[key][:N] += L.masked_sum(x, m, dim=0).double().cpu()
-    n = sums["n"]
-    last = int((n > 0).nonzero().max()) + 1 if bool((n > 0).any()) else 0
-    return {"n": [int(x) for x in n[:last]],
-            **{k: [float(v / c) for v, c in zip(sums[k][:last], n[:last])] for k in ("reward", "top1_overlap",
-                                                                                 "reverse_kl")}}
+        profiles.append(teacher_position_profile(completion_logits(student, r), completion_logits(teacher, r),
+                                                 r.completion_ids, r.completion_mask))
+    return pool_position_profiles(profiles)
+

@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import zoo
+from .metrics import pool_position_profiles
 from .injection import exposure_profile, greedy_continuations
 from .modes import mode_profile
 from .pairs import load_checkpoint
@@ -71,6 +72,20 @@ def probe_student(model, tokenizer, task, problems, *, n: int = 16, seed: int = 
     return {"modes": mode_profile(model, tokenizer, task, problems, n=n, seed=seed),
             "exposure": exposure_profile(greedy_continuations(model, tokenizer, task), task, problems, kind=kind,
                                          seed=seed)}
+
+
+def signal_over_training(log, prefix: str = "opd/", parts: int = 2) -> dict:
+    """The teacher's per-position signal through training: the `teacher/by_position` profiles the trainer
+    recorded (evaluation steps) of every run named `prefix...` in `log` (a RecordLog), split into `parts`
+    consecutive stretches of each run and pooled per stretch over runs. Returns {"part 1 of 2": profile, ...}."""
+    stretches = [[] for _ in range(parts)]
+    for run, recs in log.records.items():
+        if not run.startswith(prefix):
+            continue
+        profs = [r["teacher/by_position"] for r in recs if r.get("teacher/by_position")]
+        for i, p in enumerate(profs):
+            stretches[min(parts - 1, i * parts // max(len(profs), 1))].append(p)
+    return {f"part {i + 1} of {parts}": pool_position_profiles(ps) for i, ps in enumerate(stretches)}
 
 
 def _seeds(probes: dict, method: str) -> dict:

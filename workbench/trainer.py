@@ -50,7 +50,7 @@ from .config import ConfigError, TrainConfig, generation_length, validate
 from .costs import CostMeter
 from .evaluation import evaluate
 from .losses import TEACHER_LOGIT_FLOOR
-from .metrics import LengthAlarm, repetition_rate
+from .metrics import LengthAlarm, repetition_rate, teacher_position_profile
 from .models import count_params, pick_device
 from .objectives import LossInputs
 from .rollout import completion_logits, sample
@@ -396,6 +396,10 @@ class Trainer:
                 # k = 1: do student and teacher agree on the most likely next token? In a small vocabulary
                 # top-4 overlap is mostly the order of near-zero tail tokens; top-1 is not.
                 rec["teacher/top1_overlap"] = L.topk_overlap(s_logits.detach(), teacher_logits, 1, mask).item()
+                if cfg.eval_every and (k % cfg.eval_every == 0 or k == cfg.steps):
+                    # where along the response the teacher's signal sits, on this step's batch (lists by position;
+                    # on evaluation steps only, to keep records small)
+                    rec["teacher/by_position"] = teacher_position_profile(s_logits.detach(), teacher_logits, ids, mask)
         rec.update(stats)
         rec.update(self.costs.as_metrics())
         rec.update({"time/generate_s": t_gen, "time/teacher_s": t_teacher, "time/update_s": t_update})
