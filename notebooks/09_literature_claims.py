@@ -73,7 +73,8 @@ S
 
 # %%
 tb = zoo.metadata(M.student_name).get("testbed", {})
-pd.DataFrame([{"property": k, "measured": v} for k, v in tb.items() if not isinstance(v, (dict, list))]).set_index("property")
+pd.DataFrame([{"property": k, "measured": v} for k, v in tb.items()
+              if not isinstance(v, (dict, list))]).set_index("property")
 
 # %% [markdown]
 # ## SFT, OPD and GRPO from the plateau, three seeds each

@@ -104,7 +104,8 @@ def test_greedy_continuations_equal_a_step_by_step_argmax(tok, models):
         with torch.no_grad():
             for _ in range(6):               # full forward each step, no cache: an independent greedy decoder
                 m = torch.ones_like(x)
-                nxt = int(teacher(input_ids=x, attention_mask=m, position_ids=positions_from_mask(m)).logits[0, -1].argmax())
+                logits = teacher(input_ids=x, attention_mask=m, position_ids=positions_from_mask(m)).logits
+                nxt = int(logits[0, -1].argmax())
                 if nxt == tok.eos_token_id:
                     break
                 new.append(nxt)

@@ -90,4 +90,5 @@ def test_signal_over_training_pools_stretches_of_each_run():
             log.on_step({"step": step, "run": run, "teacher/by_position": prof(v)})
         log.on_step({"step": 99, "run": run})                   # a step without a profile is skipped
     out = LT.signal_over_training(log, "opd/", parts=2)
-    assert out["part 1 of 2"]["reverse_kl"] == [(1 + 2 + 5) / 3] and out["part 2 of 2"]["reverse_kl"] == [(3 + 4 + 7) / 3]
+    assert out["part 1 of 2"]["reverse_kl"] == [(1 + 2 + 5) / 3]
+    assert out["part 2 of 2"]["reverse_kl"] == [(3 + 4 + 7) / 3]

@@ -37,7 +37,8 @@ def column_steps(task, problem, completion: str) -> list[dict]:
     orders = task.name == "addition-orders"
     pat = _ADD_COL if task.name in ("addition", "addition-orders") else _MUL_COL if task.name == "multiply" else None
     if pat is None:
-        raise ValueError(f"column_steps understands the addition and multiply scratchpads (and addition-orders), not {task.name!r}")
+        raise ValueError(f"column_steps understands the addition and multiply scratchpads (and addition-orders), "
+                         f"not {task.name!r}")
     scratch = completion.split("|")[0]
     ref_cols = problem.solution.split("|")[0].rstrip(",").split(",")
     cols = scratch.rstrip(",").split(",") if scratch else []

@@ -296,8 +296,8 @@ def validate(cfg: TrainConfig) -> None:
     need(not cfg.mask_special_tokens or (cfg.source == "student" and cfg.signal == "dense"),
          "mask_special_tokens masks the teacher's per-token signal on student rollouts; it needs source='student', "
          "signal='dense'")
-    need(cfg.teacher_horizon is None or (isinstance(cfg.teacher_horizon, int) and not isinstance(cfg.teacher_horizon, bool)
-                                         and cfg.teacher_horizon > 0),
+    h = cfg.teacher_horizon
+    need(h is None or (isinstance(h, int) and not isinstance(h, bool) and h > 0),
          f"teacher_horizon must be None (every token) or a positive number of tokens, got {cfg.teacher_horizon!r}")
     need(cfg.teacher_horizon is None or (cfg.source == "student" and cfg.signal == "dense"),
          "teacher_horizon cuts the teacher's per-token signal on student rollouts; it needs source='student', "

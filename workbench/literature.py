@@ -192,7 +192,8 @@ def exopd_verdicts(by_lambda: dict, teacher_accuracy: float, fair=(0.70, 0.85)) 
         return []
     fair_ok = fair[0] <= teacher_accuracy <= fair[1]
     a1, a125 = by_lambda[1.0]["final_accuracy_mean"], by_lambda[1.25]["final_accuracy_mean"]
-    ev = {"teacher": teacher_accuracy, **{f"lambda {lam}": r["final_accuracy_mean"] for lam, r in sorted(by_lambda.items())}}
+    ev = {"teacher": teacher_accuracy,
+          **{f"lambda {lam}": r["final_accuracy_mean"] for lam, r in sorted(by_lambda.items())}}
     if not fair_ok:
         ev["condition"] = f"teacher accuracy outside {fair}: the test cannot show going past the teacher"
     return [{"text": "ExOPD (lambda = 1.25, full-vocabulary target) ends above G-OPD at lambda = 1 (mean over seeds)",
