@@ -265,7 +265,7 @@ def _variant(run, tmp_path, **changes):
 
 def test_every_trainconfig_field_is_classified_for_both_targets(tiny_run, tmp_path):
     run, _, _ = tiny_run
-    for loss in ("sampled_token", "full_kl", "jsd", "topk"):
+    for loss in ("sampled_token", "full_kl", "jsd", "topk", "gopd_full"):
         r = _variant(run, tmp_path, loss=loss)
         for to in ("trl", "verl"):
             ex = export_run(r, to)

@@ -31,7 +31,7 @@ LAYERS = {
     "real models": ("hub", "adapters", "compat", "pairs", "standins", "zoo", "memory"),
     "training": ("trainer", "loggers"),
     "lab": ("", "__main__", "experiments", "analysis", "claims", "compare", "plateau", "runaway", "zoo_build", "cli",
-            "export", "real", "memcheck", "hf"),
+            "export", "real", "memcheck", "hf", "modes", "injection", "literature"),
 }
 FORBIDDEN = ("widgets", "ipywidgets", "plotly", "IPython", "ipykernel", "jupyter", "nbformat", "papermill",
              "benchmarks")

@@ -14,6 +14,7 @@ import torch
 from . import losses as L
 from .batching import prompt_batch
 from .config import generation_length
+from .metrics import pool_position_profiles, teacher_position_profile
 from .rollout import completion_logits, sample
 
 _ADD_COL = re.compile(r"^(\d)\+(\d)\+(\d)=(\d\d)$")
@@ -29,14 +30,20 @@ def column_steps(task, problem, completion: str) -> list[dict]:
     right arithmetic). After a first mistake, `ok_local` tells whether the model
     still executes the procedure correctly on its own, off-distribution prefix —
     the quantity exposure bias is about.
+
+    `addition-orders` columns may write their summands in any order: there a column is right when its
+    summands are the column's two digits and carry-in *as a multiset* (and `ok_reference` compares
+    multisets and totals with the reference column, whose order was drawn at random).
     """
-    pat = _ADD_COL if task.name == "addition" else _MUL_COL if task.name == "multiply" else None
+    orders = task.name == "addition-orders"
+    pat = _ADD_COL if task.name in ("addition", "addition-orders") else _MUL_COL if task.name == "multiply" else None
     if pat is None:
-        raise ValueError(f"column_steps understands the addition and multiply scratchpads, not {task.name!r}")
+        raise ValueError(f"column_steps understands the addition and multiply scratchpads (and addition-orders), "
+                         f"not {task.name!r}")
     scratch = completion.split("|")[0]
     ref_cols = problem.solution.split("|")[0].rstrip(",").split(",")
     cols = scratch.rstrip(",").split(",") if scratch else []
-    if task.name == "addition":
+    if task.name != "multiply":
         a, b = problem.prompt.rstrip("=").split("+")
         digits = list(zip(reversed(a), reversed(b)))
     else:
@@ -45,14 +52,18 @@ def column_steps(task, problem, completion: str) -> list[dict]:
     out, carry = [], 0
     for i, col in enumerate(cols):
         m = pat.match(col)
-        ok_ref = i < len(ref_cols) and col == ref_cols[i]
+        ok_ref = i < len(ref_cols) and (col == ref_cols[i] or (orders and _same_column(col, ref_cols[i])))
         if not m or i >= len(digits):
             out.append({"column": i, "ok_reference": ok_ref, "ok_local": False, "parsed": False})
             carry = 0
             continue
         x, y, c, total = int(m[1]), int(m[2]), int(m[3]), int(m[4])
-        want = (x + y + c) if task.name == "addition" else (x * y + c)
-        ok_local = (str(x), str(y)) == tuple(digits[i]) and c == carry and total == want
+        if orders:      # any order of the two digits and the carry-in
+            ok_local = sorted(m[1] + m[2] + m[3]) == sorted(digits[i][0] + digits[i][1] + str(carry)) \
+                and total == x + y + c
+        else:
+            want = (x + y + c) if task.name == "addition" else (x * y + c)
+            ok_local = (str(x), str(y)) == tuple(digits[i]) and c == carry and total == want
         out.append({"column": i, "ok_reference": ok_ref, "ok_local": ok_local, "parsed": True})
         carry = total // 10
     return out
@@ -67,8 +78,16 @@ def _rollout_length(task, max_new_tokens: int | None) -> int:
     return generation_length(task, max_new_tokens)
 
 
+def _same_column(col: str, ref: str) -> bool:
+    """Two `a+b+c=TT` columns with the same summands (any order) and the same total."""
+    m, r = _ADD_COL.match(col), _ADD_COL.match(ref)
+    return bool(m and r) and sorted(m.group(1, 2, 3)) == sorted(r.group(1, 2, 3)) and m[4] == r[4]
+
+
 ESTIMATORS = ("sampled_token", "vopd", "full_kl", "topk")
-EXTRA_ESTIMATORS = ("topk_raw",)    # top-K without renormalisation (Fu et al.'s ablation); ask for it by name
+# ask for these by name: top-K without renormalisation (Fu et al.'s ablation), and top-K whose support also holds
+# the token the student sampled (so the sampled token's own mass is always matched, as Fu et al.'s variant does)
+EXTRA_ESTIMATORS = ("topk_raw", "topk_sampled")
 
 
 def estimator_gradients(student, teacher, tokenizer, problems, *, estimators=ESTIMATORS, repeats: int = 8,
@@ -107,8 +126,9 @@ def estimator_gradients(student, teacher, tokenizer, problems, *, estimators=EST
                 loss = L.sampled_token_opd_loss(s_lp, adv, m)
             elif e == "full_kl":
                 loss = L.full_reverse_kl(s_logits, t_logits, m)[0]
-            elif e in ("topk", "topk_raw"):
-                loss = L.topk_reverse_kl(s_logits, t_logits, m, k=topk, renormalize=e == "topk")[0]
+            elif e in ("topk", "topk_raw", "topk_sampled"):
+                loss = L.topk_reverse_kl(s_logits, t_logits, m, k=topk, renormalize=e != "topk_raw",
+                                         sampled_ids=r.completion_ids if e == "topk_sampled" else None)[0]
             else:
                 raise ValueError(f"unknown estimator {e!r}; choose from {ESTIMATORS + EXTRA_ESTIMATORS}")
             g = torch.autograd.grad(loss, params)
@@ -123,6 +143,26 @@ def estimator_gradients(student, teacher, tokenizer, problems, *, estimators=EST
         if target is not None:
             row["cosine_to_full_kl"] = torch.nn.functional.cosine_similarity(mean, target, dim=0).item()
         out[e] = row
+    return out
+
+
+def variance_ratios(per_seed: list[dict], baseline: str = "sampled_token") -> dict:
+    """Variance-reduction factors over seeds: for each estimator, `baseline`'s gradient variance divided by
+    the estimator's, per seed (`per_seed`: one `estimator_gradients` result per seed).
+
+    A factor of 2 is "halves the variance" (the vOPD / top-K claims, Fu et al.). Returns {estimator:
+    {"by_seed", "mean", "std" (sample std; 0 for one seed), "min", "max"}}; the baseline itself is left out.
+    """
+    if not per_seed:
+        raise ValueError("variance_ratios: no seeds")
+    out = {}
+    for e in per_seed[0]:
+        if e == baseline:
+            continue
+        xs = [g[baseline]["variance"] / g[e]["variance"] if g[e]["variance"] > 0 else float("inf") for g in per_seed]
+        mean = sum(xs) / len(xs)
+        std = (sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)) ** 0.5 if len(xs) > 1 else 0.0
+        out[e] = {"by_seed": xs, "mean": mean, "std": std, "min": min(xs), "max": max(xs)}
     return out
 
 
@@ -273,3 +313,31 @@ def reward_tails(student, teacher, tokenizer, task, problems, *, seed: int = 0, 
             "cliff": cliff, "cliff_token_frac": float(cl.double().mean()),
             "cliff_share_of_abs_reward": float(rew[cl].abs().sum()) / abs_sum if abs_sum > 0 else None,
             "cliff_share_of_squared_reward": float((rew[cl] ** 2).sum()) / sq_sum if sq_sum > 0 else None}
+
+
+# ---------------------------------------------------------------------------------------------
+# where the teacher helps along the response (Li et al., Fu et al.: its benefit decays with prefix length)
+# ---------------------------------------------------------------------------------------------
+@torch.no_grad()
+def teacher_signal_by_position(student, teacher, tokenizer, task, problems, *, seed: int = 0,
+                               batch_size: int = 256, max_new_tokens: int | None = None) -> dict:
+    """The teacher's signal at each completion position t, over the student's temperature-1 rollouts.
+
+    Per position (index along the completion, EOS included): `reward` — mean of r_t = log q(y_t) - log p(y_t)
+    on the sampled tokens (the sampled-token estimator's per-token reward); `top1_overlap` — share of
+    rollouts whose student and teacher agree on the most likely next token; `reverse_kl` — mean full-
+    vocabulary KL(p || q); `n` — rollouts that reached position t. Means are over the rollouts that reach t.
+    (The trainer records the same profile of its training batch on evaluation steps: `teacher/by_position`.)
+    """
+    dev = next(student.parameters()).device
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    max_new = max_new_tokens or task.max_new_tokens
+    profiles = []
+    for i in range(0, len(problems), batch_size):
+        ids, mask = prompt_batch(tokenizer, problems[i:i + batch_size], dev, task=task)
+        r = sample(student, ids, mask, max_new_tokens=max_new, eos_token_id=tokenizer.eos_token_id,
+                   pad_token_id=tokenizer.pad_token_id, temperature=1.0, generator=gen)
+        profiles.append(teacher_position_profile(completion_logits(student, r), completion_logits(teacher, r),
+                                                 r.completion_ids, r.completion_mask))
+    return pool_position_profiles(profiles)
+

@@ -99,6 +99,9 @@ class TrainConfig:
     reward_clip: float | None = None    # floor (< 0) on the per-token reward (REOPOLD-style; off by default)
     mask_special_tokens: bool = False   # drop the teacher's signal where the student wrote EOS (the fix for a
                                         #   teacher whose EOS/format token differs, Fu et al.; compat.check_special_tokens)
+    teacher_horizon: int | None = None  # teacher supervision on the first k completion tokens only (the OPD loss
+                                        #   is masked from position k on; Li et al., Fu et al.: the teacher's
+                                        #   benefit decays with prefix length). None: every token
     reward_scale: float = 1.0           # G-OPD reward scale lambda > 0 (1 = OPD, 1.25 = ExOPD); needs pi_ref
                                         #   (was `lmbda_reward`: not GKD's `lmbda`, the on-policy fraction)
     kl_coef: float = 0.0                # beta_KL * KL(pi_theta || pi_ref), pi_ref = initial student
@@ -311,8 +314,9 @@ def validate(cfg: TrainConfig) -> None:
     need(0.0 <= cfg.beta <= 1.0, f"beta must be in [0, 1], got {cfg.beta}")
     need(0.0 <= cfg.lmbda <= 1.0, f"lmbda (GKD on-policy fraction) must be in [0, 1], got {cfg.lmbda}")
     need(cfg.reward_scale > 0, f"reward_scale must be positive, got {cfg.reward_scale}")
-    need(cfg.reward_scale == 1.0 or cfg.loss == "sampled_token",
-         "reward_scale != 1 (G-OPD / ExOPD) is defined for loss='sampled_token' only")
+    need(cfg.reward_scale == 1.0 or cfg.loss in ("sampled_token", "gopd_full"),
+         "reward_scale != 1 (G-OPD / ExOPD) is defined for loss='sampled_token' (sampled-token reward) and "
+         "loss='gopd_full' (full-vocabulary target) only")
     need(cfg.reward_clip is None or cfg.reward_clip < 0,
          f"reward_clip is a floor on log q - log p and must be negative, got {cfg.reward_clip}")
     need(cfg.clip_eps is None or cfg.clip_eps > 0, f"clip_eps must be positive, got {cfg.clip_eps}")
@@ -328,6 +332,12 @@ def validate(cfg: TrainConfig) -> None:
                                         f"length; 0 turns the short-answer alarm off), got {cfg.warn_shrink}")
     need(not cfg.mask_special_tokens or (cfg.source == "student" and cfg.signal == "dense"),
          "mask_special_tokens masks the teacher's per-token signal on student rollouts; it needs source='student', "
+         "signal='dense'")
+    h = cfg.teacher_horizon
+    need(h is None or (isinstance(h, int) and not isinstance(h, bool) and h > 0),
+         f"teacher_horizon must be None (every token) or a positive number of tokens, got {cfg.teacher_horizon!r}")
+    need(cfg.teacher_horizon is None or (cfg.source == "student" and cfg.signal == "dense"),
+         "teacher_horizon cuts the teacher's per-token signal on student rollouts; it needs source='student', "
          "signal='dense'")
     need(not (cfg.vopd and cfg.loss != "sampled_token"), "vopd is a baseline for loss='sampled_token' only")
     need(cfg.data is None or (isinstance(cfg.data, str) and cfg.data.strip() != ""),

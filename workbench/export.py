@@ -59,7 +59,7 @@ NOT_EXPORTED = {"lora_r": 0, "lora_alpha": None, "lora_targets": None, "alignmen
 # settings of the loss / advantage that have no counterpart in either engine, with the value at
 # which they do nothing (a run at that value loses nothing by the export)
 NEUTRAL = {"gamma": 0.0, "vopd": False, "reward_clip": None, "mask_special_tokens": False, "reward_scale": 1.0,
-           "sft_coef": 0.0, "kl_coef": 0.0, "lmbda": 1.0, "clip_eps": None}
+           "sft_coef": 0.0, "kl_coef": 0.0, "lmbda": 1.0, "clip_eps": None, "teacher_horizon": None}
 
 WHY = {
     "gamma": "discounted per-token returns (A_t = sum gamma^k r_t+k)",
@@ -71,6 +71,7 @@ WHY = {
     "kl_coef": "the KL-to-initial-student anchor",
     "lmbda": "GKD's mixing of teacher-generated batches (lmbda < 1)",
     "clip_eps": "PPO clipping (only active with several updates per batch)",
+    "teacher_horizon": "a cut of the teacher's supervision after the first k completion tokens",
 }
 
 
@@ -257,6 +258,9 @@ def _to_trl(cfg: TrainConfig, out: Path, num_processes: int) -> Export:
                                 "the exact full-vocabulary reverse KL whose gradient the estimator samples (same "
                                 "objective, no sampling noise). The estimator itself: trl.experimental.iw_opd "
                                 "(distillation_objective='iw_opd', iw_opd_gamma=0)",
+               "gopd_full": "TRL's DistillationTrainer has no G-OPD target extrapolated from a reference model; "
+                            "exported as beta=1.0, the full-vocabulary reverse KL to the teacher (G-OPD at "
+                            "reward_scale=1)",
                "topk": f"TRL's DistillationTrainer has no teacher top-K support (workbench: reverse KL on the "
                        f"teacher's top-{cfg.teacher_topk}{', renormalised' if cfg.topk_renormalize else ''}); exported as "
                        "beta=1.0, the full-vocabulary reverse KL"}[cfg.loss]
@@ -366,7 +370,9 @@ def _to_verl(cfg: TrainConfig, out: Path, num_processes: int) -> Export:
                                    f"exported as that, topk={cfg.teacher_topk}")
     else:
         o |= {loss + "loss_mode": "k1", loss + "use_policy_gradient": True}
-        what = "the full-vocabulary reverse KL" if cfg.loss == "full_kl" else f"the generalized JSD (beta={cfg.beta})"
+        what = {"full_kl": "the full-vocabulary reverse KL",
+                "gopd_full": f"G-OPD target (reward_scale={cfg.reward_scale}, extrapolated from pi_ref)"}.get(
+            cfg.loss, f"the generalized JSD (beta={cfg.beta})")
         if cfg.loss == "jsd":
             for n in ("beta", "jsd_temperature"):
                 ex.unmapped[n] = f"{n}={getattr(cfg, n)!r}: a setting of the generalized JSD, which verl 0.9.1 lacks"

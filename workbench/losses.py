@@ -304,6 +304,43 @@ def full_reverse_kl(student_logits: Tensor, teacher_logits: Tensor,
     return masked_mean(per_token, mask), per_token
 
 
+def gopd_full_kl(student_logits: Tensor, teacher_logits: Tensor,
+                 ref_logits: Optional[Tensor], lmbda_reward: float = 1.0,
+                 mask: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    """G-OPD / ExOPD with a full-vocabulary target (Yang et al., arXiv 2602.12125).
+
+    G-OPD maximises ``J = E[lmbda log(q / pi_ref) - KL(pi || pi_ref)]``, whose
+    optimum is ``pi* ∝ pi_ref^(1 - lmbda) q^lmbda``: per position, the target
+    ``log pi* = log_softmax(log pi_ref + lmbda (log q - log pi_ref))``, the
+    teacher's log-probs extrapolated away from the reference (``lmbda > 1``,
+    ExOPD: "going past the teacher") or interpolated towards it
+    (``lmbda < 1``). This loss is the exact reverse KL ``KL(pi || pi*)`` over
+    the vocabulary at the student's states, the dense counterpart of
+    :func:`gopd_advantages` (whose per-token reward has expectation
+    ``-KL(pi || pi*)`` up to the per-state log-normaliser of ``pi*``, which
+    has no gradient). ``lmbda = 1`` is :func:`full_reverse_kl` to the teacher
+    (the reference is not read; it may be None).
+
+    Teacher and reference detached; their log-probs are floored at
+    ``TEACHER_LOGIT_FLOOR`` before extrapolating (``-inf - -inf`` is nan).
+    Returns ``(masked mean over positions, per_token [B, T])``.
+    """
+    if not lmbda_reward > 0:
+        raise ValueError(f"lmbda_reward must be positive, got {lmbda_reward}")
+    if lmbda_reward == 1.0:
+        return full_reverse_kl(student_logits, teacher_logits, mask)
+    if ref_logits is None:
+        raise ValueError("gopd_full_kl with lmbda_reward != 1 needs the reference model's logits (ref_logits)")
+    s = torch.log_softmax(_upcast(student_logits), dim=-1)
+    # floored at TEACHER_LOGIT_FLOOR, not at the dtype's minimum: lmbda x (a finite log q - a minimal log ref)
+    # would overflow to inf
+    t = torch.log_softmax(_upcast(teacher_logits).detach(), dim=-1).clamp(min=TEACHER_LOGIT_FLOOR)
+    r = torch.log_softmax(_upcast(ref_logits).detach(), dim=-1).clamp(min=TEACHER_LOGIT_FLOOR)
+    target = torch.log_softmax(r + lmbda_reward * (t - r), dim=-1)
+    per_token = _kl_terms(s.exp(), s, target).sum(-1)
+    return masked_mean(per_token, mask), per_token
+
+
 def kl_to_reference(student_logits: Tensor, ref_logits: Tensor,
                     mask: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     """``KL(pi_theta || pi_ref)`` over the full vocabulary, masked token mean.
@@ -617,6 +654,21 @@ def step_statistics(student_logits: Tensor, teacher_logits: Optional[Tensor] = N
             out["topk_overlap"][i] = _topk_overlap_per_token(zs, zt, k)
             out["top1_overlap"][i] = _topk_overlap_per_token(zs, zt, 1)
     return {n: masked_mean(v, mask) for n, v in out.items()}
+
+
+def horizon_mask(mask: Tensor, horizon: int) -> Tensor:
+    """``mask`` with every completion position ``t >= horizon`` set to 0.
+
+    The ablation of "the teacher's benefit decays with prefix length" (Li et al.,
+    arXiv 2604.13016; Fu et al., arXiv 2603.25562): teacher supervision on the
+    first ``horizon`` tokens of each response only. Position ``t`` is the
+    index along the completion (completions start at column 0 of ``[B, T]``
+    tensors: prompts are padded on the left, completions on the right).
+    """
+    if not isinstance(horizon, int) or isinstance(horizon, bool) or horizon < 1:
+        raise ValueError(f"horizon must be a positive integer (tokens of teacher supervision), got {horizon!r}")
+    keep = torch.arange(mask.shape[-1], device=mask.device) < horizon
+    return mask * keep.to(mask.dtype) if mask.dtype != torch.bool else mask & keep
 
 
 # --------------------------------------------------------------------------- #

@@ -15,6 +15,8 @@ import zlib
 
 import torch
 
+from . import losses as L
+
 TAIL_CHARS = 48
 REPETITION_THRESHOLD = 2.2
 
@@ -159,3 +161,48 @@ def advantage_by_repetition_samples(samples, key: str = "token_reward", n: int =
         adv[i, :k] = torch.tensor(s[key][:k], dtype=torch.float32)
         mask[i, :k] = 1
     return advantage_by_repetition(adv, ids, mask, n)
+
+
+def position_profile(mask: torch.Tensor, **series: torch.Tensor) -> dict:
+    """Per completion position t, over a batch: `n` — rollouts that reach t (mask weight), and each named
+    `[B, N]` series' mean over those rollouts (None where none does). Trailing positions no rollout reaches
+    are dropped. Profiles of several batches combine with `pool_position_profiles`."""
+    m = mask.detach().double()
+    n = m.sum(0)
+    out = {"n": [float(x) for x in n]}
+    for name, x in series.items():
+        s = (torch.where(m != 0, x.detach().double(), torch.zeros_like(m)) * m).sum(0)
+        out[name] = [float(a / c) if c > 0 else None for a, c in zip(s, n)]
+    last = max((i + 1 for i, c in enumerate(out["n"]) if c > 0), default=0)
+    return {k: v[:last] for k, v in out.items()}
+
+
+def pool_position_profiles(profiles: list[dict]) -> dict:
+    """Several `position_profile`s as one: per position, the mean of each series weighted by its `n`."""
+    profiles = [p for p in profiles if p and p.get("n")]
+    if not profiles:
+        return {"n": []}
+    width = max(len(p["n"]) for p in profiles)
+    names = [k for k in profiles[0] if k != "n"]
+    n = [sum(p["n"][t] for p in profiles if t < len(p["n"])) for t in range(width)]
+    out = {"n": n}
+    for name in names:
+        out[name] = [sum(p["n"][t] * p[name][t] for p in profiles if t < len(p["n"]) and p[name][t] is not None)
+                     / n[t] if n[t] > 0 else None for t in range(width)]
+    return out
+
+
+def teacher_position_profile(s_logits: torch.Tensor, t_logits: torch.Tensor, ids: torch.Tensor,
+                             mask: torch.Tensor, chunked: bool = False) -> dict:
+    """`position_profile` of one teacher-scored batch: per completion position, the sampled token's reward
+    log q - log p (`reward`), whether student and teacher agree on the most likely token (`top1_overlap`) and
+    the full-vocabulary KL(p || q) (`reverse_kl`). Where along the response the teacher's signal sits
+    (Li et al., arXiv 2604.13016; Fu et al., arXiv 2603.25562: its benefit decays with prefix length)."""
+    # chunked: the same quantities over slices of positions, never a float32 [B, N, V] copy (large vocabularies)
+    lp, rkl = ((L.token_logprobs_chunked, L.full_reverse_kl_chunked) if chunked
+               else (L.token_logprobs, L.full_reverse_kl))
+    with torch.no_grad():
+        rew = lp(t_logits, ids) - lp(s_logits, ids)
+        agree = (s_logits.argmax(-1) == t_logits.argmax(-1)).float()
+        kl = rkl(s_logits, t_logits, mask)[1]
+    return position_profile(mask, reward=rew, top1_overlap=agree, reverse_kl=kl)

@@ -172,6 +172,11 @@ register(Objective("jsd", (OFF_DENSE, ON_DENSE), lambda b, cfg, stats: (
     doc="GKD's generalised Jensen-Shannon divergence"))
 register(Objective("topk", (OFF_DENSE, ON_DENSE), _topk, needs_teacher=True,
                    doc="reverse KL over the teacher's top-K tokens"))
+register(Objective("gopd_full", (ON_DENSE,), lambda b, cfg, stats: L.gopd_full_kl(
+    b.s_logits, b.t_logits, b.ref_logits, cfg.reward_scale, b.mask)[0], needs_teacher=True,
+    needs_reference=lambda cfg: cfg.reward_scale != 1.0,
+    doc="G-OPD / ExOPD with a full-vocabulary target: reverse KL to softmax(log pi_ref + reward_scale x "
+        "(log q - log pi_ref)); reward_scale 1 is full_kl (arXiv 2602.12125)"))
 register(Objective("pg", (ON_SPARSE,), _pg, doc="GRPO: group-relative verifier advantages"))
 register(Objective("sdar", (ON_SPARSE,), _sdar, needs_teacher=True,
                    doc="GRPO plus SDAR's gated self-distillation term (sdar_coef x losses.sdar_loss, "

@@ -50,7 +50,7 @@ from .config import ConfigError, TrainConfig, apply_preset, generation_length, v
 from .costs import CostMeter
 from .evaluation import evaluate
 from .losses import TEACHER_LOGIT_FLOOR
-from .metrics import LengthAlarm, repetition_rate
+from .metrics import LengthAlarm, repetition_rate, teacher_position_profile
 from .models import count_params, pick_device
 from .objectives import LossInputs
 from .rollout import completion_logits, sample
@@ -348,6 +348,8 @@ class Trainer:
             if cfg.mask_special_tokens:     # special-token mismatch fix: no teacher signal at EOS positions
                 loss_mask = mask * (ids != self.tokenizer.eos_token_id).to(mask.dtype)
                 stats["mask/special_masked_frac"] = 1.0 - loss_mask.sum().item() / max(1.0, mask.sum().item())
+            if cfg.teacher_horizon is not None:     # teacher supervision on the first k completion tokens only
+                loss_mask = L.horizon_mask(loss_mask, cfg.teacher_horizon)
             # tokens drawn from a tempered / truncated sampler: the ratio pi/mu reweights them to the student
             sampler_lp = r.sampler_logprobs if on_policy and self._tempered_sampler() else None
             loss = self._loss(cfg, r, loss_mask, rewards, s_logits, s_lp, teacher_logits, t_lp, ref_logits, stats,
@@ -366,6 +368,11 @@ class Trainer:
                     gold.completion_mask)
                 loss = loss + cfg.sft_coef * sft
                 stats["gold/sft_loss"] = sft.item()
+            by_position = None
+            if teacher_logits is not None and cfg.eval_every and (k % cfg.eval_every == 0 or k == cfg.steps):
+                # where along the response the teacher's signal sits, on this step's batch (lists by position;
+                # on evaluation steps only, to keep records small)
+                by_position = teacher_position_profile(s_logits.detach(), teacher_logits, ids, mask, chunked=chunked)
             logit_stats = None
             if chunked:     # now, so that the teacher's and pi_ref's logits are freed before the backward
                 logit_stats = self._logit_statistics(s_logits, teacher_logits, mask)
@@ -427,6 +434,8 @@ class Trainer:
             # k = 1: do student and teacher agree on the most likely next token? In a small vocabulary
             # top-4 overlap is mostly the order of near-zero tail tokens; top-1 is not.
             rec["teacher/top1_overlap"] = logit_stats["top1_overlap"].item()
+            if by_position is not None:
+                rec["teacher/by_position"] = by_position
         rec.update(stats)
         rec.update(self.costs.as_metrics())
         rec.update({"time/generate_s": t_gen, "time/teacher_s": t_teacher, "time/update_s": t_update})
