@@ -199,7 +199,7 @@ pd.DataFrame([{"lambda": lam, "final accuracy": r["final_accuracy_mean"], "std":
 # in the top-K support.
 
 # %%
-grads = [A.estimator_gradients(M.student, M.teacher, M.tokenizer, probe_set, seed=s, topk=4,
+grads = [A.estimator_gradients(M.student, M.teacher, M.tokenizer, probe_set, seed=s, topk=4, task=M.task,
                                estimators=("sampled_token", "vopd", "full_kl", "topk", "topk_sampled"), **S.grad)
          for s in S.seeds]
 ratios = A.variance_ratios(grads)

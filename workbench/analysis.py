@@ -331,7 +331,7 @@ def teacher_signal_by_position(student, teacher, tokenizer, task, problems, *, s
     """
     dev = next(student.parameters()).device
     gen = torch.Generator(device=dev).manual_seed(seed)
-    max_new = max_new_tokens or task.max_new_tokens
+    max_new = _rollout_length(task, max_new_tokens)
     profiles = []
     for i in range(0, len(problems), batch_size):
         ids, mask = prompt_batch(tokenizer, problems[i:i + batch_size], dev, task=task)
