@@ -78,6 +78,16 @@ def same(a, b):
     return all(torch.equal(a[n], b[n]) for n in a)
 
 
+@pytest.fixture(autouse=True)
+def python_sigint_handler():
+    """Ctrl-C as in a terminal: a test suite started in the background (`cmd &` in a non-interactive shell)
+    inherits SIGINT *ignored*, and the trainer rightly leaves an ignored signal alone; these tests send
+    SIGINT to themselves, so they install Python's own handler for their duration."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
 def sigint_self():
     os.kill(os.getpid(), signal.SIGINT)
 
