@@ -43,3 +43,12 @@ def test_column_orders_reads_orders_and_flags_blends():
     # the default order without an rng is the plain task's trace
     assert AdditionOrders.solve(17, 25, 5).solution == Addition.solve(17, 25, 5).solution
     assert AdditionOrders.solve(17, 25, 5, random.Random(0)).answer == "000042"
+
+
+def test_column_right_is_the_multiset_and_the_sum():
+    right = AdditionOrders.column_right
+    assert right("7+5+1=13", "5", "7", 1) and right("1+7+5=13", "5", "7", 1)
+    assert not right("7+5+0=12", "5", "7", 1)        # the carry-in is not among the summands
+    assert not right("7+5+1=12", "5", "7", 1)        # the total is not their sum
+    assert not right("7+7+1=15", "5", "7", 1)        # a blend: one digit twice
+    assert not right("7+5+1=013", "5", "7", 1) and not right("7+5=12", "5", "7", 0)

@@ -16,6 +16,7 @@ from .batching import prompt_batch
 from .config import generation_length
 from .metrics import pool_position_profiles, teacher_position_profile
 from .rollout import completion_logits, sample
+from .tasks.arithmetic import AdditionOrders
 
 _ADD_COL = re.compile(r"^(\d)\+(\d)\+(\d)=(\d\d)$")
 _MUL_COL = re.compile(r"^(\d)\*(\d)\+(\d)=(\d\d)$")
@@ -59,8 +60,7 @@ def column_steps(task, problem, completion: str) -> list[dict]:
             continue
         x, y, c, total = int(m[1]), int(m[2]), int(m[3]), int(m[4])
         if orders:      # any order of the two digits and the carry-in
-            ok_local = sorted(m[1] + m[2] + m[3]) == sorted(digits[i][0] + digits[i][1] + str(carry)) \
-                and total == x + y + c
+            ok_local = AdditionOrders.column_right(col, digits[i][0], digits[i][1], carry)
         else:
             want = (x + y + c) if task.name == "addition" else (x * y + c)
             ok_local = (str(x), str(y)) == tuple(digits[i]) and c == carry and total == want

@@ -26,6 +26,7 @@ from .analysis import column_steps
 from .batching import decode_completions
 from .config import generation_length
 from .rollout import pad_prompts, sample
+from .tasks.arithmetic import AdditionOrders
 from .tasks.base import ANSWER_SEP, Problem
 from .tokenizer import encode_text
 
@@ -123,11 +124,7 @@ def grade(task, inj: Injection, completion: str) -> dict:
 def _right_with(col: str, p: Problem, i: int, carry: int) -> bool:
     """Is `col` column i written right (any order of its summands) with carry-in `carry`?"""
     sa, sb = p.prompt.rstrip("=").split("+")
-    lhs, _, total = col.partition("=")
-    terms = lhs.split("+")
-    want = [sa[-1 - i], sb[-1 - i], str(carry)]
-    return (len(terms) == 3 and sorted(terms) == sorted(want) and total.isdigit() and len(total) == 2
-            and int(total) == sum(int(x) for x in want))
+    return AdditionOrders.column_right(col, sa[-1 - i], sb[-1 - i], carry)
 
 
 def exposure_profile(generate, task, problems, *, kind: str = "carry", columns=None, seed: int = 0) -> dict:

@@ -57,20 +57,25 @@ class _ColumnTask(Task):
 class Addition(_ColumnTask):
     name = "addition"
     charset = "0123456789+=," + ANSWER_SEP
+    any_order = False       # AdditionOrders: each reference column draws the order of its summands
 
     def make_problem(self, rng: random.Random, split: str) -> Problem:
         lo, hi, width = self._digits_range(split)
         a = self._number(rng, rng.randint(lo, hi))
         b = self._number(rng, rng.randint(lo, hi))
-        return self.solve(a, b, width)
+        return self.solve(a, b, width, rng if self.any_order else None)
 
     @staticmethod
-    def solve(a: int, b: int, width: int) -> Problem:
+    def solve(a: int, b: int, width: int, rng: random.Random | None = None) -> Problem:
+        """The reference trace; with `rng`, each column's summands in an order drawn uniformly (addition-orders)."""
         sa, sb = str(a).zfill(width), str(b).zfill(width)
         steps, carry = [], 0
         for da, db in zip(reversed(sa), reversed(sb)):
             total = int(da) + int(db) + carry
-            steps.append(f"{da}+{db}+{carry}={total:02d},")
+            terms = [da, db, str(carry)]
+            if rng is not None:
+                rng.shuffle(terms)
+            steps.append(f"{terms[0]}+{terms[1]}+{terms[2]}={total:02d},")
             carry = total // 10
         answer = str(a + b).zfill(width + 1)
         return Problem(prompt=f"{sa}+{sb}=", solution="".join(steps) + ANSWER_SEP + answer, answer=answer)
@@ -84,27 +89,16 @@ class AdditionOrders(Addition):
     same digit twice).
     """
     name = "addition-orders"
-
-    def make_problem(self, rng: random.Random, split: str) -> Problem:
-        lo, hi, width = self._digits_range(split)
-        a = self._number(rng, rng.randint(lo, hi))
-        b = self._number(rng, rng.randint(lo, hi))
-        return self.solve(a, b, width, rng)
+    any_order = True
 
     @staticmethod
-    def solve(a: int, b: int, width: int, rng: random.Random | None = None) -> Problem:
-        """The reference trace; with `rng`, each column's order is drawn uniformly (without: a+b+carry)."""
-        sa, sb = str(a).zfill(width), str(b).zfill(width)
-        steps, carry = [], 0
-        for da, db in zip(reversed(sa), reversed(sb)):
-            total = int(da) + int(db) + carry
-            terms = [da, db, str(carry)]
-            if rng is not None:
-                rng.shuffle(terms)
-            steps.append(f"{terms[0]}+{terms[1]}+{terms[2]}={total:02d},")
-            carry = total // 10
-        answer = str(a + b).zfill(width + 1)
-        return Problem(prompt=f"{sa}+{sb}=", solution="".join(steps) + ANSWER_SEP + answer, answer=answer)
+    def column_right(col: str, da: str, db: str, carry: int) -> bool:
+        """Is `col` right for operand digits `da`, `db` and carry-in `carry`: `x+y+z=TT` whose summands are those
+        three (in any order) and whose two-digit total is their sum? (How the analyses grade a column.)"""
+        lhs, _, total = col.partition("=")
+        terms = lhs.split("+")
+        return (len(terms) == 3 and sorted(terms) == sorted([da, db, str(carry)]) and total.isdigit()
+                and len(total) == 2 and int(total) == int(da) + int(db) + carry)
 
     @staticmethod
     def column_orders(prompt: str, completion: str) -> list[str]:
