@@ -128,3 +128,23 @@ def test_the_improvement_verdict_needs_more_than_one_standard_error():
     assert v["holds"] is False
     v = _verdict(_res((1, 1), (1, 1), (1, 1), finals=(0.9 + 1.2 * se, 0.9 + 1.1 * se)), "raises held-out accuracy")
     assert v["holds"] is True
+
+
+def test_sweep_returns_each_methods_best_overrides(monkeypatch):
+    """`sweep` picks, per method, the grid point with the highest val accuracy and returns its overrides as given
+    (a point that sets the batch size keeps it, whatever the other points set); ties go to the first point."""
+    from workbench import compare as C
+    acc = {("opd", 3e-5, None): 0.90, ("opd", 1e-4, 256): 0.93, ("opd", 3e-4, None): 0.91,
+           ("sft", 1e-4, None): 0.95, ("sft", 3e-4, None): 0.95}
+
+    def fake(task, protocol, methods, method_overrides, eval_split, **_):
+        assert eval_split == "val"
+        o = method_overrides[methods[0]]
+        a = acc[(methods[0], o["lr"], o.get("batch_size"))]
+        return {"rows": [{"final_accuracy_mean": a, "final_accuracy_std": 0.0, "student_tokens_to_target": None}],
+                "start_accuracy": 0.9}
+    monkeypatch.setattr(C, "compare", fake)
+    rows, best = C.sweep("addition", grid={"opd": (3e-5, {"lr": 1e-4, "batch_size": 256}, 3e-4),
+                                           "sft": (1e-4, 3e-4)}, progress=None)
+    assert best == {"opd": {"lr": 1e-4, "batch_size": 256}, "sft": {"lr": 1e-4}}
+    assert [(r["method"], r["lr"], r["val_accuracy_mean"]) for r in rows][:2] == [("opd", 3e-5, 0.90), ("opd", 1e-4, 0.93)]

@@ -210,7 +210,7 @@ def sweep(task: str = DEFAULT_TASK, protocol: str = "plateau", grid: dict | None
     settings are dicts of overrides, ready for `PROTOCOL_SETTINGS`.
     """
     grid = grid or DEFAULT_SWEEP
-    rows = []
+    rows, best, best_acc = [], {}, {}
     for method, points in grid.items():
         for point in points:
             o = dict(point) if isinstance(point, dict) else {"lr": point}
@@ -220,12 +220,8 @@ def sweep(task: str = DEFAULT_TASK, protocol: str = "plateau", grid: dict | None
             rows.append({"method": method, **o, "val_accuracy_mean": r["final_accuracy_mean"],
                          "val_accuracy_std": r["final_accuracy_std"], "start_val_accuracy": res["start_accuracy"],
                          "student_tokens_to_target": r["student_tokens_to_target"]})
-    keys = {m: [k for k in r if k not in ("method", "val_accuracy_mean", "val_accuracy_std", "start_val_accuracy",
-                                          "student_tokens_to_target")] for m in grid for r in rows if r["method"] == m}
-    best = {}
-    for m in grid:
-        top = max((r for r in rows if r["method"] == m), key=lambda r: r["val_accuracy_mean"])
-        best[m] = {k: top[k] for k in keys[m] if k in top}
+            if method not in best or r["final_accuracy_mean"] > best_acc[method]:     # ties: the first point
+                best[method], best_acc[method] = o, r["final_accuracy_mean"]
     return rows, best
 
 
