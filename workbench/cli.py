@@ -258,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="continued SFT vs GRPO vs OPD from one student, over seeds, with costs",
                        description=compare_module.__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    c.add_argument("--protocol", default="plateau", choices=["plateau", "weak"],
+    c.add_argument("--protocol", default="plateau", choices=list(compare_module.PROTOCOLS),
                    help="plateau (default): start from the student SFT-trained to its plateau; weak: from the "
                         "shipped weak student")
     c.add_argument("--methods", default="opd,sft,grpo", help="comma-separated presets (default: opd,sft,grpo)")
