@@ -56,6 +56,9 @@ def test_exopd_rule_needs_a_teacher_that_is_not_perfect():
     assert [x["holds"] for x in LT.exopd_verdicts(rows, teacher_accuracy=0.82)] == [True, False]
     out = LT.exopd_verdicts(rows, teacher_accuracy=0.99)
     assert [x["holds"] for x in out] == [None, None] and "condition" in out[0]["evidence"]
+    # notebook 11 runs both targets: their claims must not share a text (the claims ledger keys on it)
+    texts = [x["text"] for t in ("full-vocabulary", "sampled-token") for x in LT.exopd_verdicts(rows, 0.78, target=t)]
+    assert len(set(texts)) == 4
 
 
 def test_variance_rule_needs_every_seed():

@@ -181,13 +181,20 @@ def horizon_verdicts(by_k: dict, start_accuracy: float, k: int = 16, frac: float
              "source": HORIZON}]
 
 
-def exopd_verdicts(by_lambda: dict, teacher_accuracy: float, fair=(0.70, 0.85)) -> list[dict]:
+def _of(target: str) -> str:
+    # the full-vocabulary wording is the one notebook 09's committed results carry; other targets name themselves
+    return "" if target == "full-vocabulary" else f", {target} target"
+
+
+def exopd_verdicts(by_lambda: dict, teacher_accuracy: float, fair=(0.70, 0.85), target: str = "full-vocabulary"
+                   ) -> list[dict]:
     """Item 4 (ExOPD): "with reward scale lambda > 1 the student goes past the teacher".
 
     The fair test needs a teacher strong but not perfect (accuracy within `fair`); outside it the claims are
     reported as not measurable (holds=None), with the teacher's accuracy as evidence. Rules: lambda = 1.25
     ends above lambda = 1 (mean over seeds), and reaches or exceeds the teacher's accuracy (mean over seeds).
-    `by_lambda`: {lambda: comparison row}."""
+    `by_lambda`: {lambda: comparison row}; `target` names the loss in the claims' text ("full-vocabulary" target
+    or "sampled-token" estimator)."""
     if 1.0 not in by_lambda or 1.25 not in by_lambda:
         return []
     fair_ok = fair[0] <= teacher_accuracy <= fair[1]
@@ -196,9 +203,9 @@ def exopd_verdicts(by_lambda: dict, teacher_accuracy: float, fair=(0.70, 0.85)) 
           **{f"lambda {lam}": r["final_accuracy_mean"] for lam, r in sorted(by_lambda.items())}}
     if not fair_ok:
         ev["condition"] = f"teacher accuracy outside {fair}: the test cannot show going past the teacher"
-    return [{"text": "ExOPD (lambda = 1.25, full-vocabulary target) ends above G-OPD at lambda = 1 (mean over seeds)",
+    return [{"text": f"ExOPD (lambda = 1.25, {target} target) ends above G-OPD at lambda = 1 (mean over seeds)",
              "holds": (a125 > a1) if fair_ok else None, "evidence": ev, "source": EXOPD},
-            {"text": "ExOPD (lambda = 1.25) reaches or exceeds the teacher's accuracy (mean over seeds)",
+            {"text": f"ExOPD (lambda = 1.25{_of(target)}) reaches or exceeds the teacher's accuracy (mean over seeds)",
              "holds": (a125 >= teacher_accuracy) if fair_ok else None, "evidence": ev, "source": EXOPD}]
 
 

@@ -155,6 +155,13 @@ RECIPES = {
                                       role="teacher", init="addition-teacher"),
     "addition-orders-student-sft": PlateauRecipe("addition-orders", init="addition-student",
                                                  teacher="addition-orders-teacher", lr=1e-3, min_steps=1000),
+    # a strong but imperfect teacher and a weaker student of one size, for going past the teacher (ExOPD, notebook
+    # 11): the addition plateau run (same rule and seed as addition-student-sft) cut at 600 and at 250 steps, each
+    # keeping its best val checkpoint; the student has the capacity to exceed the teacher (the full run reaches 0.94)
+    "addition-early-teacher": PlateauRecipe("addition", init="addition-student", teacher="addition-teacher",
+                                            min_steps=600, max_steps=600, role="teacher"),
+    "addition-early-student": PlateauRecipe("addition", init="addition-student", teacher="addition-teacher",
+                                            min_steps=250, max_steps=250),
 }
 
 
