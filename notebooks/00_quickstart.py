@@ -41,7 +41,7 @@ size: str = "full"          # "smoke": a few steps (seconds, used by the tests);
 run_dir: str = "../runs/notebooks/00_quickstart"   # where the dashboard HTML and results.json are written
 mode: str = "live"          # "live": the dashboard redraws while training; "static": final figures only (headless runs)
 device: str = "auto"        # "auto": CUDA when present, else CPU; or "cpu" / "cuda"
-task: str = "addition"      # the testbed: a task with a `<task>-student-sft` zoo entry (docs/testbed.md)
+task: str = "addition-orders"   # the testbed (docs/testbed.md); "addition": the pair whose teacher is near-deterministic
 
 # %%
 import time
@@ -54,12 +54,15 @@ from workbench import compare as C
 from workbench import experiments as X
 from workbench import zoo
 from workbench.claims import Claims, write_results
+from workbench.zoo_build import testbed_properties
 from widgets import TrainingDashboard
 from widgets import plots as P
 
 S = X.pick_size(size,
-                smoke=dict(budget_tokens=600, seeds=(0,), eval_problems=16, common=dict(batch_size=8, eval_sequences=8)),
-                full=dict(budget_tokens=C.DEFAULT_BUDGET, seeds=C.DEFAULT_SEEDS, eval_problems=256, common={}))
+                smoke=dict(budget_tokens=600, seeds=(0,), eval_problems=16, testbed_problems=16,
+                           common=dict(batch_size=8, eval_sequences=8)),
+                full=dict(budget_tokens=C.DEFAULT_BUDGET, seeds=C.DEFAULT_SEEDS, eval_problems=256, testbed_problems=512,
+                          common={}))
 out = Path(run_dir)
 out.mkdir(parents=True, exist_ok=True)
 claims = Claims(size)
@@ -70,15 +73,21 @@ S
 #
 # The task is multi-digit addition written out column by column with explicit carries, then
 # `|` and the answer (about 50 tokens): every column depends on the previous carry, so an early
-# slip propagates. The teacher (~1M parameters) solves it; the student (~130k parameters) was
-# SFT-trained on the teacher's traces until its accuracy on a validation split stopped improving
-# (`workbench/plateau.py`: four evaluations in a row without a gain of half a point; the best
-# checkpoint kept). The zoo records the properties the on-policy literature assumes, measured
-# when the checkpoint was built:
+# slip propagates. In `addition-orders` each column may write its two digits and the carry in
+# any order (`5+3+1=09`, `1+5+3=09`, ...), so at the start of every column there are several
+# right next tokens. The teacher (~1M parameters) solves it and writes all the orders. The
+# student (~130k parameters) was SFT-trained, like the literature's students, on another model's
+# traces (a teacher that writes one order) until its accuracy on a validation split stopped
+# improving (`workbench/plateau.py`: four evaluations in a row without a gain of half a point;
+# the best checkpoint kept). Continued SFT continues that run, on the same teacher's traces.
+#
+# The on-policy literature assumes four properties of such a pair (`docs/testbed.md` says why
+# each matters); this cell measures them on the test problems:
 
 # %%
+M = X.load_models(task, device, student=C.start_student(task, "plateau"))
 meta = zoo.metadata(C.start_student(task, "plateau"))
-tb = meta["testbed"]
+tb = testbed_properties(M.student, M.teacher, M.tokenizer, task, n=S.testbed_problems)
 pd.DataFrame([
     {"property": "student greedy / temperature-1 accuracy (calibration)",
      "measured": f"{tb['student_greedy']:.3f} / {tb['student_sampled']:.3f}"},
@@ -90,6 +99,8 @@ pd.DataFrame([
     {"property": "completion length (tokens)", "measured": f"{tb['mean_completion_tokens']:.0f}"},
     {"property": "plateau SFT: step chosen, steps run", "measured":
      f"{meta['plateau']['chosen_step']}, {meta['plateau']['steps_run']}"},
+    {"property": "plateau SFT's traces (and continued SFT's): teacher", "measured": C.sft_source(M.student_name,
+                                                                                                  M.teacher_name)},
 ]).set_index("property")
 
 # %% [markdown]
@@ -103,8 +114,8 @@ pd.DataFrame([
 # Learning rates (and OPD's batch size) were chosen on a validation split (`C.PROTOCOL_SETTINGS`,
 # `docs/measurements.md`).
 #
-# * **SFT** — the teacher samples a solution per problem; the student trains on it with
-#   cross-entropy.
+# * **SFT** — continued SFT: the teacher of the plateau run samples a solution per problem; the
+#   student trains on it with cross-entropy (more of the same data, as in the literature).
 # * **GRPO** — the student samples 8 attempts per problem; the verifier gives each 1 or 0; each
 #   attempt's tokens move by its reward relative to its group.
 # * **OPD** — the student samples one attempt per problem; the teacher scores each of its tokens.

@@ -29,13 +29,18 @@
 # |---|---|---|
 # | **off-policy** (teacher's text) | `sft` | `filtered_sft` (teacher traces kept only if the verifier accepts them) |
 # | **on-policy** (student's rollouts) | `opd` (sampled-token) | `grpo` |
+#
+# The off-policy corner continues the plateau run: it trains on traces of the teacher that run
+# used (`C.sft_source`; on `addition-orders` a teacher that writes one column order), as the
+# literature's continued SFT trains on more of its SFT data. OPD learns from the teacher that
+# writes every order.
 
 # %% tags=["parameters"]
 size: str = "full"          # "smoke": a few steps (seconds, used by the tests); "full": the teaching size (minutes on 2 CPU cores)
 run_dir: str = "../runs/notebooks/05_head_to_head_cost"   # where the dashboard HTML and results.json are written
 mode: str = "live"          # "live": the dashboard redraws while training; "static": final figures only (headless runs)
 device: str = "auto"        # "auto": CUDA when present, else CPU; or "cpu" / "cuda"
-task: str = "addition"      # the testbed: a task with a `<task>-student-sft` zoo entry (docs/testbed.md)
+task: str = "addition-orders"   # the testbed (docs/testbed.md); "addition": the pair whose teacher is near-deterministic
 
 # %%
 import time

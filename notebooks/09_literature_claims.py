@@ -15,7 +15,8 @@
 # notebook tests five of them on the `addition-orders` testbed: addition whose every column may
 # write its three summands (two digits and the carry) in any order, so the teacher has several
 # valid continuations at the start of every column (real per-token entropy), and the student
-# starts at its SFT plateau (notebook 00).
+# starts at its SFT plateau on this teacher's traces (zoo `addition-orders-student-sft`, a student
+# too small to write every style cleanly; notebook 00 starts from a single-style student instead).
 #
 # | claim | source | what would show it here |
 # |---|---|---|
@@ -35,6 +36,8 @@ run_dir: str = "../runs/notebooks/09_literature_claims"   # where the dashboard 
 mode: str = "live"          # "live": the dashboard redraws while training; "static": final figures only (headless runs)
 device: str = "auto"        # "auto": CUDA when present, else CPU; or "cpu" / "cuda"
 task: str = "addition-orders"   # the testbed; a smoke run falls back to "addition" while its checkpoints are not built
+student: str = "addition-orders-student-sft"   # SFT'd to its plateau on the many-order teacher's traces: a student
+                                               # too small to represent every style (the mode-seeking test's need)
 
 # %%
 import time
@@ -59,11 +62,12 @@ S = X.pick_size(size,
                 full=dict(budget_tokens=C.DEFAULT_BUDGET, seeds=C.DEFAULT_SEEDS, eval_problems=256, probe_problems=200,
                           samples=16, horizons=(8, 16, 32), lambdas=(0.5, 1.0, 1.25, 1.5),
                           grad=dict(repeats=16, batch_size=64), common={}))
-task, note = LT.testbed_task(task, size)
+task, note = LT.testbed_task(task, size, student)
+student = C.start_student(task, "plateau") if note else student
 print(note or f"testbed: {task}")
 out = Path(run_dir)
 out.mkdir(parents=True, exist_ok=True)
-M = X.load_models(task, device, student=C.start_student(task, "plateau"))
+M = X.load_models(task, device, student=student)
 probe_set = X.held_out(M.task, S.probe_problems, split="test", seed=1)
 claims = Claims(size)
 S
@@ -85,7 +89,8 @@ pd.DataFrame([{"property": k, "measured": v} for k, v in tb.items()
 
 # %%
 dash = TrainingDashboard(mode=mode)
-res = C.compare(task, "plateau", methods=("sft", "opd", "grpo"), seeds=S.seeds, budget_tokens=S.budget_tokens,
+res = C.compare(task, "plateau", student=student, methods=("sft", "opd", "grpo"), seeds=S.seeds,
+                budget_tokens=S.budget_tokens,
                 rival_factor=1, eval_problems=S.eval_problems, device=device, callbacks=[dash],
                 out=str(out / "students"), overwrite=True, **S.common)
 saved = dash.save(out / "dashboard.html", png=False)
@@ -168,7 +173,8 @@ for key in ("reverse_kl", "reward", "top1_overlap"):
 # %%
 by_k = {None: next(r for r in res["rows"] if r["method"] == "opd")}
 for k in S.horizons:
-    by_k[k] = C.compare(task, "plateau", methods=("opd",), seeds=S.seeds, budget_tokens=S.budget_tokens,
+    by_k[k] = C.compare(task, "plateau", student=student, methods=("opd",), seeds=S.seeds,
+                        budget_tokens=S.budget_tokens,
                         eval_problems=S.eval_problems, device=device, callbacks=[TrainingDashboard(mode=mode)],
                         method_overrides={"opd": {"teacher_horizon": k}}, **S.common)["rows"][0]
 pd.DataFrame([{"teacher horizon": "all" if k is None else k, "final accuracy": r["final_accuracy_mean"],
@@ -183,7 +189,8 @@ pd.DataFrame([{"teacher horizon": "all" if k is None else k, "final accuracy": r
 # verdict says whether this teacher is one.
 
 # %%
-by_lambda = {lam: C.compare(task, "plateau", methods=("opd_full",), seeds=S.seeds, budget_tokens=S.budget_tokens,
+by_lambda = {lam: C.compare(task, "plateau", student=student, methods=("opd_full",), seeds=S.seeds,
+                            budget_tokens=S.budget_tokens,
                             eval_problems=S.eval_problems, device=device, callbacks=[TrainingDashboard(mode=mode)],
                             method_overrides={"opd_full": {"loss": "gopd_full", "reward_scale": lam}},
                             **S.common)["rows"][0]

@@ -96,16 +96,18 @@ def assert_greedy_agrees(model, ids, mask, got, want, eos_token_id=2, min_equal=
 
 
 @torch.no_grad()
-def assert_samples_scored_by_hand(samples, tok, teacher, student) -> int:
+def assert_samples_scored_by_hand(samples, tok, teacher, student, teacher_temperature: float = 1.0) -> int:
     """Every record sample's `student_logprob` and `token_reward` (= log q - log p) against a one-sequence,
     unpadded forward of each model. Records round to 4 decimals (5e-5); the trainer's padded batch forward
-    differs from this one by float32 rounding, bounded per model as above. Returns the tokens checked."""
+    differs from this one by float32 rounding, bounded per model as above (dividing the teacher's logits by a
+    temperature > 1 only shrinks that error). q: the teacher's softmax at `teacher_temperature`. Returns the
+    tokens checked."""
     checked = 0
     for s in samples:
         prompt = [tok.bos_token_id] + [tok.convert_tokens_to_ids(c) for c in s["prompt"]]
         comp = tok.convert_tokens_to_ids(s["tokens"])
         ids = torch.tensor([prompt + comp])
-        t_lp = torch.log_softmax(teacher(input_ids=ids).logits[0].float(), -1)
+        t_lp = torch.log_softmax(teacher(input_ids=ids).logits[0].float() / teacher_temperature, -1)
         s_lp = torch.log_softmax(student(input_ids=ids).logits[0].float(), -1)
         mask = torch.ones_like(ids)
         tol_p = 5e-5 + logprob_tol(student, ids, mask)

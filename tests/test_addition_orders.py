@@ -52,3 +52,17 @@ def test_column_right_is_the_multiset_and_the_sum():
     assert not right("7+5+1=12", "5", "7", 1)        # the total is not their sum
     assert not right("7+7+1=15", "5", "7", 1)        # a blend: one digit twice
     assert not right("7+5+1=013", "5", "7", 1) and not right("7+5=12", "5", "7", 0)
+
+
+def test_addition_swap_writes_either_digit_first_and_the_carry_last():
+    task = get_task("addition-swap")
+    orders = collections.Counter()
+    for p in task.problems(300, seed=0, split="train"):
+        assert task.verify(p, p.solution).correct
+        orders.update(task.column_orders(p.prompt, p.solution))
+        # the carry is the third summand of every column (the previous column's total // 10)
+        carry = 0
+        for col in p.solution.split("|")[0].rstrip(",").split(","):
+            assert col.split("=")[0].split("+")[2] == str(carry)
+            carry = int(col.split("=")[1]) // 10
+    assert set(orders) == {"abc", "bac"} and min(orders.values()) > 0.3 * sum(orders.values())

@@ -70,7 +70,8 @@ def _check_multiply(task: Multiply, p: Problem, split: str):
 
 
 CHECK = {"addition": _check_addition, "multiply": _check_multiply,
-         "addition-orders": lambda task, p, split: _check_addition(task, p, split, any_order=True)}
+         "addition-orders": lambda task, p, split: _check_addition(task, p, split, any_order=True),
+         "addition-swap": lambda task, p, split: _check_addition(task, p, split, any_order=True)}
 
 
 @pytest.mark.parametrize("name", sorted(TASKS))

@@ -148,3 +148,37 @@ def test_sweep_returns_each_methods_best_overrides(monkeypatch):
                                            "sft": (1e-4, 3e-4)}, progress=None)
     assert best == {"opd": {"lr": 1e-4, "batch_size": 256}, "sft": {"lr": 1e-4}}
     assert [(r["method"], r["lr"], r["val_accuracy_mean"]) for r in rows][:2] == [("opd", 3e-5, 0.90), ("opd", 1e-4, 0.93)]
+
+
+def test_continued_sft_continues_the_plateau_run_and_opd_learns_from_the_protocols_teacher(monkeypatch):
+    """On `addition-orders` the plateau student was SFT'd on the addition teacher's traces: the off-policy corner
+    (sft, filtered_sft) must train on that teacher's traces, the on-policy methods score with the many-order one."""
+    from types import SimpleNamespace
+    from workbench import compare as C
+    assert C.start_student("addition-orders", "plateau") == "addition-student-sft"
+    assert C.sft_source("addition-student-sft", "addition-orders-teacher") == "addition-teacher"
+    assert C.sft_source("addition-orders-student-sft", "addition-orders-teacher") == "addition-orders-teacher"
+    assert C.sft_source("/some/dir", "addition-orders-teacher") == "addition-orders-teacher"   # not a zoo entry
+    models = {}
+
+    def fake_pair(t_name, s_name, device, **_):
+        models.setdefault(t_name, SimpleNamespace(name=t_name, eval=lambda: None))
+        return SimpleNamespace(teacher=models[t_name], student=object(), tokenizer=None)
+    got = {}
+
+    def fake_train(method, callbacks, *, teacher, teacher_name, **o):
+        got[method] = (teacher.name, teacher_name, o.get("lr"))
+        return SimpleNamespace(cfg=SimpleNamespace(lr=o.get("lr")))
+    monkeypatch.setattr(C, "load_named_pair", fake_pair)
+    monkeypatch.setattr(C, "train", fake_train)
+    monkeypatch.setattr(C, "held_out", lambda *a, **k: [])
+    monkeypatch.setattr(C, "evaluate_model", lambda *a, **k: {"eval/accuracy": 0.5})
+    monkeypatch.setattr(C, "cost_table", lambda *a, **k: [{"student_tokens_to_target": None, "last3_accuracy": 0.5,
+                                                           "flops_to_target": None, "train_s_to_target": None}])
+    res = C.compare("addition-orders", methods=("opd", "sft", "filtered_sft", "grpo"), seeds=(0,), progress=None)
+    assert got["opd"][:2] == got["grpo"][:2] == ("addition-orders-teacher", "addition-orders-teacher")
+    assert got["sft"][:2] == got["filtered_sft"][:2] == ("addition-teacher", "addition-teacher")
+    assert res["sft_teacher"] == "addition-teacher" and res["teacher"] == "addition-orders-teacher"
+    # the rates are the ones chosen on val for this starting student (compare.PROTOCOL_SETTINGS)
+    want = C.PROTOCOL_SETTINGS[("addition-orders", "addition-student-sft")]
+    assert got["opd"][2] == want["opd"]["lr"] and got["sft"][2] == want["sft"]["lr"]

@@ -157,6 +157,18 @@ def test_opd_token_reward_is_teacher_minus_student_logprob(models, tok):
     assert rec["teacher/token_reward_neg_frac"] > 0
 
 
+def test_teacher_score_temperature_divides_the_teachers_logits_where_it_scores(models, tok):
+    teacher, student = models
+    before = copy.deepcopy(student).eval()
+    trainer = Trainer(small("opd", num_samples=8, eval_every=0, teacher_score_temperature=2.5), teacher=teacher,
+                      student=copy.deepcopy(student), tokenizer=tok)
+    samples = trainer.step()["samples"]
+    assert assert_samples_scored_by_hand(samples, tok, teacher, before, teacher_temperature=2.5) > 8
+    # the check can fail: the same rewards are not the teacher's at temperature 1
+    with pytest.raises(AssertionError):
+        assert_samples_scored_by_hand(samples, tok, teacher, before)
+
+
 # --------------------------------------------------------------------------------------------------
 # reproducibility
 # --------------------------------------------------------------------------------------------------

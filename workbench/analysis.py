@@ -279,14 +279,15 @@ def reward_histogram(samples, bins=None, eps: float = 0.01) -> dict:
 # ---------------------------------------------------------------------------------------------
 @torch.no_grad()
 def reward_tails(student, teacher, tokenizer, task, problems, *, seed: int = 0, cliff: float = -5.0,
-                 batch_size: int = 256) -> dict:
+                 batch_size: int = 256, teacher_score_temperature: float = 1.0) -> dict:
     """The per-token reward r = log q - log p on the student's own temperature-1 samples, and who carries it.
 
     The sampled-token estimator's gradient is sum_t -r_t grad log p(y_t): a token's weight is |r_t|.
     Returns the teacher's and the student's mean entropy (nats per token) at the student's states, the
     full reverse KL, the quantiles of r, the fraction of tokens below `cliff` nats ("cliff tokens": the
     student wrote something the teacher all but rules out) and their share of sum |r| and of sum r^2
-    (the estimator's second moment, which sets its variance).
+    (the estimator's second moment, which sets its variance). `teacher_score_temperature`: the teacher scored
+    with its logits divided by it, as `TrainConfig.teacher_score_temperature` scores it in training.
     """
     dev = next(student.parameters()).device
     gen = torch.Generator(device=dev).manual_seed(seed)
@@ -295,7 +296,8 @@ def reward_tails(student, teacher, tokenizer, task, problems, *, seed: int = 0, 
         ids, mask = prompt_batch(tokenizer, problems[i:i + batch_size], dev, task=task)
         r = sample(student, ids, mask, max_new_tokens=generation_length(task), eos_token_id=tokenizer.eos_token_id,
                    pad_token_id=tokenizer.pad_token_id, temperature=1.0, generator=gen)
-        s_logits, t_logits = completion_logits(student, r), completion_logits(teacher, r)
+        s_logits = completion_logits(student, r)
+        t_logits = completion_logits(teacher, r, temperature=teacher_score_temperature)
         m = r.completion_mask
         n = float(m.sum())
         rews.append((L.token_logprobs(t_logits, r.completion_ids) - L.token_logprobs(s_logits, r.completion_ids))[m.bool()])

@@ -119,6 +119,9 @@ class TrainConfig:
     sdar_beta_gate: float = 5.0         # loss="sdar": gate sharpness (0 = constant gate 0.5, naive self-distillation)
     sft_data: str = "teacher"           # source=teacher: "teacher" (sampled traces) or "reference" (gold)
     teacher_temperature: float = 1.0    # sampling temperature of teacher-written traces (> 0)
+    teacher_score_temperature: float = 1.0  # the teacher's logits are divided by this wherever it scores the
+                                        #   student (OPD reward, KL/JSD targets): > 1 softens a near-deterministic
+                                        #   teacher to a stated entropy (docs/testbed.md); its argmax is unchanged
     eval_every: int = 25                # held-out evaluation every N steps (0: only at the end)
     eval_problems: int = 256            # held-out problems per evaluation (>= 1)
     eval_split: str = "test"            # held-out split evaluated every eval_every steps ("val" when choosing
@@ -279,6 +282,7 @@ def validate(cfg: TrainConfig) -> None:
         need(isinstance(v, int) and not isinstance(v, bool), f"{name} must be an integer, got {v!r}")
     for name in ("lr", "weight_decay", "max_grad_norm", "temperature", "gamma", "lmbda", "beta", "reward_scale",
                  "kl_coef", "sft_coef", "sdar_coef", "sdar_beta_gate", "jsd_temperature", "teacher_temperature",
+                 "teacher_score_temperature",
                  "top_p", "reward_clip", "clip_eps", "num_generations", "top_k", "max_new_tokens"):
         v = getattr(cfg, name)
         need(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)),
@@ -304,6 +308,8 @@ def validate(cfg: TrainConfig) -> None:
     need(cfg.temperature > 0, f"temperature must be > 0 for training rollouts, got {cfg.temperature} "
                               "(greedy rollouts have no exploration; use evaluation for greedy)")
     need(cfg.teacher_temperature > 0, f"teacher_temperature must be > 0, got {cfg.teacher_temperature}")
+    need(cfg.teacher_score_temperature > 0,
+         f"teacher_score_temperature must be > 0, got {cfg.teacher_score_temperature}")
     need(cfg.jsd_temperature > 0, f"jsd_temperature must be > 0, got {cfg.jsd_temperature}")
     need(cfg.top_p is None or 0 < cfg.top_p <= 1, f"top_p must be in (0, 1], got {cfg.top_p}")
     need(cfg.top_k is None or cfg.top_k > 0, f"top_k must be positive, got {cfg.top_k}")

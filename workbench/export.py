@@ -59,7 +59,8 @@ NOT_EXPORTED = {"lora_r": 0, "lora_alpha": None, "lora_targets": None, "alignmen
 # settings of the loss / advantage that have no counterpart in either engine, with the value at
 # which they do nothing (a run at that value loses nothing by the export)
 NEUTRAL = {"gamma": 0.0, "vopd": False, "reward_clip": None, "mask_special_tokens": False, "reward_scale": 1.0,
-           "sft_coef": 0.0, "kl_coef": 0.0, "lmbda": 1.0, "clip_eps": None, "teacher_horizon": None}
+           "sft_coef": 0.0, "kl_coef": 0.0, "lmbda": 1.0, "clip_eps": None, "teacher_horizon": None,
+           "teacher_score_temperature": 1.0}
 
 WHY = {
     "gamma": "discounted per-token returns (A_t = sum gamma^k r_t+k)",
@@ -72,6 +73,8 @@ WHY = {
     "lmbda": "GKD's mixing of teacher-generated batches (lmbda < 1)",
     "clip_eps": "PPO clipping (only active with several updates per batch)",
     "teacher_horizon": "a cut of the teacher's supervision after the first k completion tokens",
+    "teacher_score_temperature": "a temperature on the teacher's logits alone when it scores (its temperature "
+                                 "is the sampling one)",
 }
 
 

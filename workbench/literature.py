@@ -21,6 +21,7 @@ from . import zoo
 from .metrics import pool_position_profiles
 from .injection import exposure_profile, greedy_continuations
 from .modes import mode_profile
+from .compare import start_student
 from .pairs import load_checkpoint
 from .runs import latest_checkpoint
 
@@ -40,10 +41,10 @@ def _built(name: str) -> bool:
         return False
 
 
-def testbed_task(task: str, size: str) -> tuple[str, str | None]:
+def testbed_task(task: str, size: str, student: str | None = None) -> tuple[str, str | None]:
     """(task to run, note or None). At size "smoke" a task whose zoo teacher or plateau student is not built
     falls back to `FALLBACK_TASK` (the note says so); at any other size that is an error naming the build."""
-    need = [zoo.default_pair(task)[0], f"{task}-student-sft"]
+    need = [zoo.default_pair(task)[0], student or start_student(task, "plateau")]
     missing = [n for n in need if not _built(n)]
     if not missing:
         return task, None

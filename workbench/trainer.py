@@ -324,7 +324,8 @@ class Trainer:
             teacher_logits = t_lp = None
             if self.teacher_scores:
                 with torch.no_grad():
-                    teacher_logits = completion_logits(self.teacher, r, low_memory=chunked)
+                    teacher_logits = completion_logits(self.teacher, r, temperature=cfg.teacher_score_temperature,
+                                                       low_memory=chunked)
                     # chunked: floored in place, no copy (in half precision the floor is the dtype's value nearest
                     # TEACHER_LOGIT_FLOOR, e.g. -9984 in bfloat16; only -inf / banned entries are that low)
                     teacher_logits = (teacher_logits.clamp_(min=TEACHER_LOGIT_FLOOR) if chunked

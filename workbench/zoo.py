@@ -243,6 +243,15 @@ PAIRS = {"addition": ("addition-teacher", "addition-student"),
          "addition-orders": ("addition-orders-teacher", "addition-student")}
 
 
+# The plateau student each task's comparisons start from (`compare.start_student`; a task not listed uses
+# `<task>-student-sft`). `addition-orders` starts from the addition plateau student: SFT'd to its plateau on the
+# addition teacher's single-order traces, then distilled from a teacher that writes any order — the literature's
+# setting (Thinking Machines SFT on one model's traces, then distil from another), and the pairing that meets all
+# four of docs/testbed.md's conditions. Its own `addition-orders-student-sft` (SFT'd on the many-order traces)
+# samples blends and is the subject of notebook 09's mode-seeking test.
+PLATEAU_STUDENTS = {"addition": "addition-student-sft", "addition-orders": "addition-student-sft"}
+
+
 def default_pair(task: str) -> tuple[str, str]:
     """(teacher, weak student) zoo names for a task."""
     t, s = PAIRS.get(task, (f"{task}-teacher", f"{task}-student"))

@@ -58,22 +58,26 @@ class Addition(_ColumnTask):
     name = "addition"
     charset = "0123456789+=," + ANSWER_SEP
     any_order = False       # AdditionOrders: each reference column draws the order of its summands
+    digits_only = False     # AdditionSwap: ... of its two digits only (the carry stays last)
 
     def make_problem(self, rng: random.Random, split: str) -> Problem:
         lo, hi, width = self._digits_range(split)
         a = self._number(rng, rng.randint(lo, hi))
         b = self._number(rng, rng.randint(lo, hi))
-        return self.solve(a, b, width, rng if self.any_order else None)
+        return self.solve(a, b, width, rng if self.any_order else None, digits_only=self.digits_only)
 
     @staticmethod
-    def solve(a: int, b: int, width: int, rng: random.Random | None = None) -> Problem:
-        """The reference trace; with `rng`, each column's summands in an order drawn uniformly (addition-orders)."""
+    def solve(a: int, b: int, width: int, rng: random.Random | None = None, digits_only: bool = False) -> Problem:
+        """The reference trace; with `rng`, each column's summands in an order drawn uniformly (addition-orders),
+        or with `digits_only` its two digits in either order and the carry last (addition-swap)."""
         sa, sb = str(a).zfill(width), str(b).zfill(width)
         steps, carry = [], 0
         for da, db in zip(reversed(sa), reversed(sb)):
             total = int(da) + int(db) + carry
             terms = [da, db, str(carry)]
-            if rng is not None:
+            if rng is not None and digits_only:
+                terms[:2] = rng.sample(terms[:2], 2)
+            elif rng is not None:
                 rng.shuffle(terms)
             steps.append(f"{terms[0]}+{terms[1]}+{terms[2]}={total:02d},")
             carry = total // 10
@@ -130,6 +134,14 @@ class AdditionOrders(Addition):
             out.append(order if order != "invalid" and len(order) == 3 else "invalid")
             carry = int(total) // 10 if total.isdigit() else 0
         return out
+
+
+class AdditionSwap(AdditionOrders):
+    """`addition-orders` with two styles instead of six: each column writes its two digits in either order,
+    the carry last (`3+5+1=09` or `5+3+1=09`). One choice per column, where `addition-orders` has up to three
+    in a row; graded, read and checked exactly as `addition-orders`."""
+    name = "addition-swap"
+    digits_only = True
 
 
 class Multiply(_ColumnTask):
