@@ -186,7 +186,7 @@ def cmd_compare(ns) -> int:
             r["curves"] = {f"{r['method']}/seed{s}": res["log"].evals.get(f"{r['method']}/seed{s}", [])
                            for s in r["seeds"]}
         emit(r, ns.json)
-    emit({k: res[k] for k in ("protocol", "teacher", "student", "teacher_accuracy", "start_accuracy",
+    emit({k: res[k] for k in ("protocol", "teacher", "student", "sft_teacher", "teacher_accuracy", "start_accuracy",
                                "target_frac", "target_accuracy")}, ns.json)
     return 0
 

@@ -350,6 +350,7 @@ def results_numbers(res: dict, table: list[dict]) -> dict:
     """What a notebook keeps of a comparison in results.json: the headline table, per-seed runs, every curve."""
     return {"headline": {row["method"]: {k: v for k, v in row.items() if k != "method"} for row in table},
             "protocol": res["protocol"], "teacher": res["teacher"], "student": res["student"],
+            "continued SFT's teacher": res.get("sft_teacher", res["teacher"]),
             "teacher_accuracy": res["teacher_accuracy"], "start_accuracy": res["start_accuracy"],
             "target_accuracy": res["target_accuracy"], "target_frac": res["target_frac"],
             # bulk data ("_" keys are kept in results.json but not rendered into docs/results.md)
