@@ -182,3 +182,15 @@ def test_continued_sft_continues_the_plateau_run_and_opd_learns_from_the_protoco
     # the rates are the ones chosen on val for this starting student (compare.PROTOCOL_SETTINGS)
     want = C.PROTOCOL_SETTINGS[("addition-orders", "addition-student-sft")]
     assert got["opd"][2] == want["opd"]["lr"] and got["sft"][2] == want["sft"]["lr"]
+
+
+def test_results_keep_each_methods_gain_in_standard_errors():
+    """With no method at the target there is no ratio; the results still say how far each method moved."""
+    from types import SimpleNamespace
+    from workbench import compare as C
+    res = {"rows": [{"method": "opd", "final_accuracy_mean": 0.97}, {"method": "sft", "final_accuracy_mean": 0.90}],
+           "protocol": "plateau", "teacher": "t", "student": "s", "teacher_accuracy": 1.0, "start_accuracy": 0.9,
+           "target_accuracy": 0.99, "target_frac": 0.99, "eval_problems": 100, "runs": [],
+           "log": SimpleNamespace(evals={})}
+    gains = C.results_numbers(res, [])["gain over the start, in standard errors"]
+    assert gains["opd"] == pytest.approx(0.07 / (0.9 * 0.1 / 100) ** 0.5) and gains["sft"] == pytest.approx(0.0)

@@ -353,6 +353,13 @@ def results_numbers(res: dict, table: list[dict]) -> dict:
             "continued SFT's teacher": res.get("sft_teacher", res["teacher"]),
             "teacher_accuracy": res["teacher_accuracy"], "start_accuracy": res["start_accuracy"],
             "target_accuracy": res["target_accuracy"], "target_frac": res["target_frac"],
+            # where no method reaches the target there is no cost ratio to report; how far each one moved is the
+            # measured part of the diagnosis: (mean final accuracy - start) in standard errors of the evaluation
+            "gain over the start, in standard errors": {
+                r["method"]: None if r["final_accuracy_mean"] is None else
+                (r["final_accuracy_mean"] - res["start_accuracy"]) / standard_error(res["start_accuracy"],
+                                                                                    res["eval_problems"])
+                for r in res["rows"]},
             # bulk data ("_" keys are kept in results.json but not rendered into docs/results.md)
             "_rows": res["rows"], "_runs": res["runs"], "_curves": res["log"].evals}
 
