@@ -173,8 +173,8 @@ print("\n" + claims.summary())
 # position: the estimator learns about a mistake only when the student happens to sample it, and
 # here mistakes are rare (the student starts at about 96%). Read the verdicts for what this run
 # showed; `docs/testbed.md` collects what longer runs from this start did (with four times the
-# budget the sampled-token estimator stayed flat, and the full-vocabulary loss at a higher rate
-# first gained, then collapsed), and notebook 04 measures the estimator's variance on the plain
+# budget the sampled-token estimator stayed flat in every seed, and the full-vocabulary loss first
+# gained, then collapsed into broken columns), and notebook 04 measures the estimator's variance on the plain
 # `addition` pair.
 #
 # **Try next.**
