@@ -86,7 +86,7 @@ S
 
 # %%
 M = X.load_models(task, device, student=C.start_student(task, "plateau"))
-meta = zoo.metadata(C.start_student(task, "plateau"))
+meta = zoo.metadata(M.student_name)
 tb = testbed_properties(M.student, M.teacher, M.tokenizer, task, n=S.testbed_problems)
 pd.DataFrame([
     {"property": "student greedy / temperature-1 accuracy (calibration)",

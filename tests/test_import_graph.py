@@ -143,14 +143,21 @@ def problems(pkg_root: Path) -> list[str]:
     return out
 
 
-def test_the_checker_sees_a_circle_a_widget_and_a_function_level_import(tmp_path):
+def _toy_package(tmp_path, modules: dict[str, str]):
+    """A package `toy` under tmp_path with an empty __init__ and {module name: source}."""
     pkg = tmp_path / "toy"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
-    (pkg / "a.py").write_text("from .b import f\n")
-    (pkg / "b.py").write_text("from . import a\n\ndef f():\n    import json\n    from . import c\n")
-    (pkg / "c.py").write_text("import plotly\n\ndef g():\n    import pandas  # optional-import: heavy\n"
-                              "    import peft\n")
+    for name, src in modules.items():
+        (pkg / f"{name}.py").write_text(src)
+    return pkg
+
+
+def test_the_checker_sees_a_circle_a_widget_and_a_function_level_import(tmp_path):
+    pkg = _toy_package(tmp_path, {
+        "a": "from .b import f\n",
+        "b": "from . import a\n\ndef f():\n    import json\n    from . import c\n",
+        "c": "import plotly\n\ndef g():\n    import pandas  # optional-import: heavy\n    import peft\n"})
     found = problems(pkg)
     assert "import circle: toy.a <-> toy.b" in found
     assert "toy.c imports plotly" in found
@@ -166,12 +173,7 @@ def test_workbench_has_no_circles_no_jupyter_and_only_optional_function_level_im
 
 
 def test_the_layer_checker_sees_an_upward_import_and_an_unplaced_module(tmp_path):
-    pkg = tmp_path / "toy"
-    pkg.mkdir()
-    (pkg / "__init__.py").write_text("")
-    (pkg / "low.py").write_text("from . import high\n")
-    (pkg / "high.py").write_text("from . import low\n")
-    (pkg / "stray.py").write_text("")
+    pkg = _toy_package(tmp_path, {"low": "from . import high\n", "high": "from . import low\n", "stray": ""})
     found = layer_problems(pkg, {"bottom": ("low",), "top": ("", "high")})
     assert found == ["stray is in no layer", "low (bottom) imports high (top): a layer above it"], found
 

@@ -161,15 +161,18 @@ def test_continued_sft_continues_the_plateau_run_and_opd_learns_from_the_protoco
     assert C.sft_source("/some/dir", "addition-orders-teacher") == "addition-orders-teacher"   # not a zoo entry
     models = {}
 
+    def teacher(name):
+        return models.setdefault(name, SimpleNamespace(name=name, eval=lambda: None))
+
     def fake_pair(t_name, s_name, device, **_):
-        models.setdefault(t_name, SimpleNamespace(name=t_name, eval=lambda: None))
-        return SimpleNamespace(teacher=models[t_name], student=object(), tokenizer=None)
+        return SimpleNamespace(teacher=teacher(t_name), student=SimpleNamespace(config=None), tokenizer=None)
     got = {}
 
     def fake_train(method, callbacks, *, teacher, teacher_name, **o):
         got[method] = (teacher.name, teacher_name, o.get("lr"))
         return SimpleNamespace(cfg=SimpleNamespace(lr=o.get("lr")))
     monkeypatch.setattr(C, "load_named_pair", fake_pair)
+    monkeypatch.setattr(C, "load_teacher_model", lambda name, device, **_: (teacher(name), None))
     monkeypatch.setattr(C, "train", fake_train)
     monkeypatch.setattr(C, "held_out", lambda *a, **k: [])
     monkeypatch.setattr(C, "evaluate_model", lambda *a, **k: {"eval/accuracy": 0.5})

@@ -42,7 +42,7 @@ from .config import PRESETS
 from .experiments import RecordLog, cost_table, evaluate_model, held_out, train
 from .experiments import step_cap
 from .models import pick_device
-from .pairs import load_named_pair
+from .pairs import check, load_named_pair, load_teacher_model
 from .tasks import get_task
 
 PROTOCOLS = ("plateau", "weak")
@@ -165,9 +165,11 @@ def compare(task=DEFAULT_TASK, protocol: str = "plateau", methods=DEFAULT_METHOD
     off_policy = {m for m in methods if PRESETS.get(m, {}).get("source") == "teacher"}
     sft_name = str(sft_source(student, teacher)) if off_policy and t_name != "<object>" else t_name
     sft_model = t_model
-    if sft_name != t_name:
-        sft_model = load_named_pair(str(sft_name), s_name, str(dev), alignment=common.get("alignment", "exact"),
-                                    dtype=common.get("dtype"), teacher_device=common.get("teacher_device")).teacher
+    if sft_name != t_name:      # a second teacher: checked against the student, loaded alone (the student is loaded)
+        check(sft_name, s_name, alignment=common.get("alignment", "exact")).raise_if_errors()
+        sft_model = load_teacher_model(sft_name, dev, dtype=common.get("dtype"),
+                                       teacher_device=common.get("teacher_device"),
+                                       alignment=common.get("alignment", "exact"), student_config=s_model.config)[0]
     problems = held_out(task_obj, eval_problems, split=eval_split)
     teacher_eval = evaluate_model(t_model, tok, task_obj, problems, sampled=False)
     start_eval = evaluate_model(s_model, tok, task_obj, problems)
@@ -198,7 +200,7 @@ def compare(task=DEFAULT_TASK, protocol: str = "plateau", methods=DEFAULT_METHOD
                 progress(f"compare [{protocol}] {name}: budget {budget:,} student tokens")
             t_run = sft_model if m in off_policy else t_model
             names = ({} if t_name == "<object>" else
-                     {"teacher_name": str(sft_name) if m in off_policy else t_name, "student_name": s_name})
+                     {"teacher_name": sft_name if m in off_policy else t_name, "student_name": s_name})
             tr = train(m, callbacks, student=s_model, teacher=t_run, tokenizer=tok, log=log, task=task_obj,
                        baseline=start_eval, budget_tokens=budget, **names, **o)
             row = cost_table(log, [name], teacher_eval["eval/accuracy"], target_frac)[0]
@@ -227,7 +229,7 @@ def compare(task=DEFAULT_TASK, protocol: str = "plateau", methods=DEFAULT_METHOD
             "eval_problems": eval_problems,
             "teacher_accuracy": teacher_eval["eval/accuracy"], "start_accuracy": start_eval["eval/accuracy"],
             "start_eval": start_eval, "protocol": protocol, "teacher": t_name, "student": s_name,
-            "sft_teacher": str(sft_name), "log": log}
+            "sft_teacher": sft_name, "log": log}
 
 
 # a small grid per method; chosen on the `val` split (not the reported `test`). An entry is a learning rate or a
