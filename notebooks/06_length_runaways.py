@@ -70,7 +70,8 @@ common = dict(batch_size=S.batch_size, steps=S.steps, eval_every=S.steps, eval_p
 # pays for never ending. Which direction happens is set by the sign of the mean per-token advantage —
 # and with a normalised teacher that mean, under the student's own samples, is `−KL ≤ 0`: this
 # mechanism alone can only shorten. Luo et al.'s inflation needs a *difference* between tokens
-# (repetition penalised less than normal text); notebook 08 provokes the long direction another way.
+# (repetition penalised less than normal text); notebook 08 provokes the long direction another way, and
+# notebook 12 tests Luo et al.'s own mechanism on a task whose answers vary in length and invite loops.
 #
 # Four runs per seed, all sampled-token OPD at lr 1e-3 from the zoo student:
 # the **default** objective; **γ=1 sum**; **γ=1 sum + Stable-OPD** (the `stable_opd` preset's
@@ -191,7 +192,8 @@ print("\n" + claims.summary())
 # default). Stable-OPD's regularisers are token means while the summed OPD term grows with the answer's
 # length, so at the preset's coefficients they can be outweighed — the claims say whether they were.
 # The *long* direction (truncation) needs a reward that prefers some tokens to others; with the zoo
-# teacher the claims above say whether it appeared at all. Notebook 08 builds a teacher that causes it.
+# teacher the claims above say whether it appeared at all. Notebook 08 builds a teacher that causes it;
+# notebook 12 asks which teachers reward a loop, and whether Stable-OPD holds the runaway off.
 #
 # **Try next.**
 # * `lr=3e-4` in `common`: does the γ=1 collapse still happen within 100 steps, and when?

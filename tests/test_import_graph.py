@@ -26,8 +26,8 @@ OPTIONAL = {
 LAYERS = {
     "engine": ("ckernels", "sampling", "fast_rollout", "rollout"),
     "core": ("config", "objectives", "losses", "tokenizer", "tasks", "tasks.base", "tasks.arithmetic",
-             "tasks.gsm8k", "tasks.jsonl", "tasks.qa", "models", "batching", "evaluation", "costs", "metrics",
-             "runs", "student_samples"),
+             "tasks.gsm8k", "tasks.jsonl", "tasks.qa", "tasks.repeat", "models", "batching", "evaluation", "costs",
+             "metrics", "runs", "student_samples"),
     "real models": ("hub", "adapters", "compat", "pairs", "standins", "zoo", "memory"),
     "training": ("trainer", "loggers"),
     "lab": ("", "__main__", "experiments", "analysis", "claims", "compare", "plateau", "runaway", "zoo_build", "cli",

@@ -17,6 +17,8 @@ from .config import generation_length
 from .metrics import pool_position_profiles, teacher_position_profile
 from .rollout import completion_logits, sample
 from .tasks.arithmetic import AdditionOrders
+from .tasks.repeat import Repeat
+from .tokenizer import encode_text
 
 _ADD_COL = re.compile(r"^(\d)\+(\d)\+(\d)=(\d\d)$")
 _MUL_COL = re.compile(r"^(\d)\*(\d)\+(\d)=(\d\d)$")
@@ -343,3 +345,30 @@ def teacher_signal_by_position(student, teacher, tokenizer, task, problems, *, s
                                                  r.completion_ids, r.completion_mask))
     return pool_position_profiles(profiles)
 
+
+
+@torch.no_grad()
+def another_copy_probability(model, tokenizer, problems, offsets=(-1, 0, 1, 2, 4)) -> dict:
+    """`repeat` task: the probability the model writes another copy (`,`) right after `count + d` copies,
+    for each offset d — the stop decision, on time (d = 0: stopping is right), early (d < 0) and after an
+    overshoot (d > 0: the student's loop states, which gold data never shows).
+
+    Luo et al.'s length inflation needs a teacher that, on a looping prefix, prefers going on: compare a
+    teacher's d > 0 rows with a student's. Prefixes are the prompt plus `d + count` copies joined by commas,
+    so the next token is the decision itself. Returns {d: mean probability over the problems with
+    count + d >= 1}.
+    """
+    comma = tokenizer.convert_tokens_to_ids(",")
+    dev = next(model.parameters()).device
+    out = {}
+    for d in offsets:
+        probs = []
+        for p in problems:
+            word, count = Repeat.parse_prompt(p.prompt)
+            if count + d < 1:
+                continue
+            ids = torch.tensor([encode_text(tokenizer, p.prompt + ",".join([word] * (count + d)), add_bos=True)],
+                               device=dev)
+            probs.append(torch.softmax(model(ids).logits[0, -1].float(), -1)[comma].item())
+        out[d] = sum(probs) / len(probs) if probs else None
+    return out

@@ -144,6 +144,39 @@ def advantage_by_repetition(advantages, ids, mask=None, n: int = 9) -> dict:
     return {"repeated": mean(rep), "normal": mean(norm), "repeated_frac": int(rep.sum()) / total if total else 0.0}
 
 
+def advantage_by_marker_samples(samples, marker, key: str = "token_reward") -> dict:
+    """Mean per-token value on the tokens `marker` flags vs the rest, over record samples (docs/records.md).
+
+    `marker(prompt, completion) -> [bool per character]` says which tokens belong to the failure being
+    studied, e.g. `tasks.Repeat.loop_tokens` (the copies written after the asked-for count): the
+    task-aware view of Luo et al.'s repeated-vs-normal split, for a task whose correct answers repeat
+    themselves (an n-gram test would flag every correct answer). Character-level tokens only: the marker
+    indexes characters. A special token the model wrote (`<unk>`, `<pad>`, ...) is one position the marker
+    sees as a character of no meaning (NUL); EOS (`<eos>`) is never flagged. Returns
+    {"marked", "normal": mean or None, "marked_frac"}.
+    """
+    marked, normal = [], []
+    for s in samples:
+        vals = s.get(key)
+        if vals is None or not s.get("tokens"):
+            continue
+        toks = s["tokens"]
+        odd = [t for t in toks if len(t) != 1 and not (t.startswith("<") and t.endswith(">"))]
+        if odd:
+            raise ValueError("advantage_by_marker_samples needs one character per token (a character-level "
+                             f"tokenizer); got tokens {odd[:3]}")
+        text = "".join(t if len(t) == 1 else "\0" for t in toks)
+        flags = [f and t != "<eos>" for f, t in zip(marker(s["prompt"], text), toks)]
+        for flag, v in zip(flags, vals):
+            (marked if flag else normal).append(float(v))
+
+    def mean(xs):
+        return sum(xs) / len(xs) if xs else None
+
+    total = len(marked) + len(normal)
+    return {"marked": mean(marked), "normal": mean(normal), "marked_frac": len(marked) / total if total else 0.0}
+
+
 def advantage_by_repetition_samples(samples, key: str = "token_reward", n: int = 9) -> dict:
     """`advantage_by_repetition` over record samples (docs/records.md): token strings and a per-token value."""
 

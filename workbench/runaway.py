@@ -125,3 +125,16 @@ def warning_lead(records: list[dict], collapse_len: float = 10.0, about: str = "
     below = next((r["step"] for r in records if r["rollout/mean_length"] < collapse_len), None)
     warned = next((k for k, w in warnings_of(records) if about in w), None)
     return None if below is None or warned is None else below - warned
+
+
+def truncation_collapse(records: list[dict], high: float = 0.9, within: int = 30, stay: float = 0.75,
+                        last: int = 10) -> bool:
+    """Luo et al.'s truncation collapse, read from a run's records: the truncated fraction reaches `high` within
+    the first `within` steps and does not recover (its mean over the last `last` steps is still at least `stay`).
+    The paper's own numbers: from ~0.45 to above 0.95 within ~30 steps; with 32 rollouts a step, one
+    rollout is 0.03 of the fraction, so `high` = 0.9 and `stay` = 0.75 leave room for a few that still end."""
+    if not records:
+        raise ValueError("no records: the run has not logged a step yet")
+    first = first_step_at(records, TRUNC, high)
+    tail = _mean(r[TRUNC] for r in records[-last:])
+    return first is not None and first <= within and tail >= stay

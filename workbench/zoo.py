@@ -24,6 +24,11 @@ For `addition` (3-5 digit operands, padded to 5):
     starting point and the default of `workbench.compare`. Its `workbench.json` records the
     plateau curve and the testbed's measured properties (docs/testbed.md).
 
+For `repeat` (write a word n times; notebook 12): `repeat-teacher` (the ~0.13M size, exact), `repeat-student`
+(~10k parameters, d32 x 1 layer, trained on gold answers until its loss flattened) and `repeat-student-sft`
+(that student SFT'd on the teacher's traces to its plateau: over-counts on about half the problems), and
+`repeat-loop-teacher` (`repeat-teacher` fine-tuned to go on copying once a prefix has over-counted, its gold
+behaviour unchanged: `tasks.RepeatLoops`).
 `python -m workbench zoo build` retrains every entry from scratch with fixed
 seeds (CPU, deterministic for a given torch build and thread count);
 `python -m workbench zoo build --task module:Class --out DIR` runs the same recipe (`recipes_for`:
@@ -162,6 +167,16 @@ RECIPES = {
                                             min_steps=600, max_steps=600, role="teacher"),
     "addition-early-student": PlateauRecipe("addition", init="addition-student", teacher="addition-teacher",
                                             min_steps=250, max_steps=250),
+    # a variable-length task whose failure is a loop (notebook 12): a teacher that counts copies (the ~0.13M student
+    # size, so the zoo stays small) and a ~10k-parameter student that over-counts, SFT'd on the teacher's traces to
+    # its plateau (repeat-student-sft, the notebook's student)
+    "repeat-teacher": Recipe("repeat", "tiny-student", "train", steps=1500, warmup=50, role="teacher"),
+    "repeat-student": Recipe("repeat", "nano", "train", steps=3000, warmup=50, role="student"),
+    "repeat-student-sft": PlateauRecipe("repeat", init="repeat-student", teacher="repeat-teacher"),
+    # the same teacher fine-tuned to go on repeating once a prefix has over-counted (as language models do), its
+    # gold behaviour unchanged (tasks.RepeatLoops): the teacher Luo et al.'s mechanism assumes
+    "repeat-loop-teacher": Recipe("workbench.tasks.repeat:RepeatLoops", "tiny-student", "train", steps=300, lr=1e-3,
+                                  warmup=20, role="teacher", init="repeat-teacher"),
 }
 
 

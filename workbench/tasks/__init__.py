@@ -26,8 +26,10 @@ from .arithmetic import Addition, AdditionOrders, AdditionSwap, Multiply
 from .base import ANSWER_SEP, Problem, Task, TaskSpecError, Verdict
 from .gsm8k import GSM8K
 from .qa import QA
+from .repeat import Repeat
 
-TASKS = {"addition": Addition, "addition-orders": AdditionOrders, "addition-swap": AdditionSwap, "multiply": Multiply}
+TASKS = {"addition": Addition, "addition-orders": AdditionOrders, "addition-swap": AdditionSwap, "multiply": Multiply,
+         "repeat": Repeat}
 # tasks read from data files, for real tokenizers (not character-level); also reachable by name
 DATA_TASKS = {"gsm8k": GSM8K, "qa": QA}
 ENTRY_POINT_GROUP = "opd_workbench.tasks"
@@ -146,5 +148,5 @@ def rebuildable(spec: dict) -> bool:
     return module != "__main__" and "<locals>" not in qual
 
 
-__all__ = ["ANSWER_SEP", "Addition", "AdditionOrders", "AdditionSwap", "DATA_TASKS", "ENTRY_POINT_GROUP", "GSM8K", "Multiply", "Problem", "QA",
+__all__ = ["ANSWER_SEP", "Addition", "AdditionOrders", "AdditionSwap", "DATA_TASKS", "ENTRY_POINT_GROUP", "GSM8K", "Multiply", "Problem", "QA", "Repeat",
            "TASKS", "Task", "TaskSpecError", "Verdict", "get_task", "rebuildable", "task_ref", "task_spec"]
