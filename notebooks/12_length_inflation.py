@@ -124,6 +124,9 @@ pd.DataFrame(p_copy)
 # %%
 dash = TrainingDashboard(mode=mode)
 log = X.RecordLog(keep_samples_every=1)
+# the student on the runs' own held-out problems (the trainer evaluates on these), the curves' step-0 point
+start_eval = X.evaluate_model(M.student, tok, task, X.held_out(task, S.eval_problems), sampled=False)
+start_acc = start_eval["eval/accuracy"]
 variants = {"OPD, counting teacher": ("counting teacher", "opd", {}),
             "OPD, looping teacher": ("looping teacher", "opd", {}),
             "Stable-OPD (0.01, 0.1), looping teacher": ("looping teacher", "stable_opd", {}),
@@ -137,7 +140,7 @@ for seed in S.seeds:
                             student=m.student, teacher=m.teacher, tokenizer=tok, student_name=STUDENT,
                             teacher_name=TEACHERS[teacher], steps=S.steps, batch_size=S.batch_size, lr=LR,
                             eval_every=max(1, S.steps // 5), eval_problems=S.eval_problems, eval_sampled=False,
-                            num_samples=S.batch_size, device=device, **extra)
+                            num_samples=S.batch_size, baseline=start_eval, device=device, **extra)
 saved = dash.save(out / "dashboard.html", png=False)
 
 # %%
@@ -221,10 +224,10 @@ for teacher in TEACHERS:
     name = f"OPD, {teacher}"
     claims(f"Sampled-token OPD from the {teacher} ends in a truncation collapse (truncated fraction >= 0.9 within 30 "
            "steps, still >= 0.75 over the last 10) in most seeds, and accuracy falls",
-           freq[name]["collapsed"] > len(S.seeds) / 2 and all(a < start["eval/accuracy"] for a in final_acc(name)),
+           freq[name]["collapsed"] > len(S.seeds) / 2 and all(a < start_acc for a in final_acc(name)),
            {"collapsed": freq[name]["collapsed"], "seeds": len(S.seeds),
             "max truncated frac": [rows[r]["max truncated frac"] for r in runs_of(name)],
-            "final accuracy": final_acc(name), "start accuracy": start["eval/accuracy"]},
+            "final accuracy": final_acc(name), "start accuracy": start_acc},
            source="Luo et al. 2604.08527")
 collapsed = collapsed_in("OPD, looping teacher")
 for name in ("Stable-OPD (0.01, 0.1), looping teacher", "Stable-OPD (1.0, 1.0), looping teacher"):
@@ -237,9 +240,9 @@ for name in ("Stable-OPD (0.01, 0.1), looping teacher", "Stable-OPD (1.0, 1.0), 
     base = final_acc("OPD, looping teacher")
     claims(f"{label} ends more accurate than OPD in every seed (Luo et al.: 36.1 vs 28.9 at 1.5B)",
            all(a > b for a, b in zip(final_acc(name), base)),
-           {"Stable-OPD": final_acc(name), "OPD": base, "start": start["eval/accuracy"]}, source="Luo et al. 2604.08527")
+           {"Stable-OPD": final_acc(name), "OPD": base, "start": start_acc}, source="Luo et al. 2604.08527")
 acc_table = pd.DataFrame({name: final_acc(name) for name in variants}, index=[f"seed {s}" for s in S.seeds]).T
-print(acc_table.assign(mean=acc_table.mean(axis=1), std=acc_table.std(axis=1, ddof=0), start=start["eval/accuracy"]))
+print(acc_table.assign(mean=acc_table.mean(axis=1), std=acc_table.std(axis=1, ddof=0), start=start_acc))
 print("\n" + claims.summary())
 
 # %% [markdown]
@@ -260,7 +263,7 @@ print("\n" + claims.summary())
 
 # %%
 results = write_results(out, "12_length_inflation", size, started=t_start, device=str(M.device), claims=claims,
-                        numbers={"start": start, "teachers": {n: evals[n] for n in TEACHERS},
+                        numbers={"start": start, "start_on_the_runs_eval_problems": start_acc, "teachers": {n: evals[n] for n in TEACHERS},
                                  "p_another_copy": {n: {str(d): v for d, v in by.items()} for n, by in p_copy.items()},
                                  "collapse_frequency": freq, "runs": rows, "reward_split_before_collapse": split,
                                  "final_accuracy": {name: final_acc(name) for name in variants}},
