@@ -117,7 +117,8 @@ pd.DataFrame(p_copy)
 # Sampled-token OPD (the default objective: per-token reward, token mean) from the same student, at the
 # presets' rate, with the same seeds: from the counting teacher; from the looping teacher; and from the
 # looping teacher with Stable-OPD at the `stable_opd` preset's weights (KL 0.01 to the initial student,
-# gold SFT 0.1) and at heavier ones (KL 1.0, gold SFT 1.0: Luo et al. publish no coefficients). The
+# gold SFT 0.1) and at heavier ones (KL 1.0, gold SFT 1.0: Luo et al. publish no coefficients), and each
+# of the heavier weighting's terms alone (measured and tabled, not claimed: which guardrail does the work). The
 # dashboard shows seed 0; the trainer's early warning (truncation ≥ 0.5, repetition ≥ 0.3, or a jump) is
 # on in every run.
 
@@ -130,7 +131,10 @@ start_acc = start_eval["eval/accuracy"]
 variants = {"OPD, counting teacher": ("counting teacher", "opd", {}),
             "OPD, looping teacher": ("looping teacher", "opd", {}),
             "Stable-OPD (0.01, 0.1), looping teacher": ("looping teacher", "stable_opd", {}),
-            "Stable-OPD (1.0, 1.0), looping teacher": ("looping teacher", "stable_opd", dict(kl_coef=1.0, sft_coef=1.0))}
+            "Stable-OPD (1.0, 1.0), looping teacher": ("looping teacher", "stable_opd", dict(kl_coef=1.0, sft_coef=1.0)),
+            # each of the heavier weighting's two terms alone: which guardrail does the work?
+            "KL 1.0 only, looping teacher": ("looping teacher", "stable_opd", dict(kl_coef=1.0, sft_coef=0.0)),
+            "gold SFT 1.0 only, looping teacher": ("looping teacher", "stable_opd", dict(kl_coef=0.0, sft_coef=1.0))}
 runs = {}
 for seed in S.seeds:
     for name, (teacher, method, extra) in variants.items():
@@ -253,11 +257,11 @@ print("\n" + claims.summary())
 # model does, each extra copy is paid for, and a student that cannot count precisely can learn to go on
 # everywhere. Section 2 measures which teacher is which; sections 3 and 4 whether the runaway and Luo et
 # al.'s reward split followed. Gold SFT and a KL anchor pull against the runaway; how hard they must pull
-# is what the two Stable-OPD weightings measure.
+# is what the two Stable-OPD weightings measure, and the single-term rows whether either does it alone.
 #
 # **Try next.**
 # * `lr=1e-3`: how much sooner does the collapse come, and do the heavier Stable-OPD weights still hold?
-# * `kl_coef=1.0, sft_coef=0.0` and `kl_coef=0.0, sft_coef=1.0`: which of Stable-OPD's two terms does the work?
+# * KL 3.0 or gold SFT 3.0 alone (the `extra` dict of a variant): can one guardrail, pulled harder, do both jobs?
 # * `vopd=True` on the looping teacher: does a zero-mean advantage help when the reward itself favours the loop?
 # * `warn_truncation=0.3, on_warning="stop"`: the trainer stops itself at the start of the runaway.
 
