@@ -346,7 +346,6 @@ def teacher_signal_by_position(student, teacher, tokenizer, task, problems, *, s
     return pool_position_profiles(profiles)
 
 
-
 @torch.no_grad()
 def another_copy_probability(model, tokenizer, problems, offsets=(-1, 0, 1, 2, 4)) -> dict:
     """`repeat` task: the probability the model writes another copy (`,`) right after `count + d` copies,
